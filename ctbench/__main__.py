@@ -1,0 +1,5 @@
+import sys
+
+from ctbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""``ctbench models list``: the model registry with parameter counts per dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered architectures", description=__doc__)
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    lp = msub.add_parser("list", help="architectures and their parameter counts")
+    lp.add_argument(
+        "--datasets", nargs="+", default=["mnist", "cifar10", "tinyimagenet"], help="datasets to size the models for"
+    )
+    lp.set_defaults(func=_list)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ctbench.models import MODELS, count_parameters, create_model
+
+    header = ["model", *args.datasets]
+    rows = [header]
+    for name in MODELS:
+        rows.append([name, *(f"{count_parameters(create_model(name, ds)):,}" for ds in args.datasets)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0

@@ -1,0 +1,199 @@
+"""Model registry: the paper's architectures as plain ``nn.Sequential`` networks.
+
+Every network starts with :class:`~ctbench.nn.Normalization` (inputs and ε live in [0, 1] pixel space,
+paper App. C.1) and puts BatchNorm + ReLU after every layer but the last (paper App. C.2, following
+Shi et al. 2021). Plain ``nn.Sequential`` of Normalization / Conv2d / Linear / BatchNorm / ReLU / Flatten
+is exactly what the bound engine (``ctbench.bounds``) and the certifiers accept.
+
+Architectures (all convolutions 3×3 with padding 1 unless stated; d = input side length):
+
+* ``cnn7`` — CNN7 (``cnn_7layer_bn``): Conv(c→64) Conv(64→64) Conv(64→128, s2) Conv(128→128) Conv(128→128)
+  Flatten Linear((d/2)²·128 → 512) Linear(512 → K). MNIST: 25,088 → 512; CIFAR-10: 32,768 → 512.
+  For TinyImageNet the fifth convolution has stride 2 (paper App. C.2): Linear((64/4)²·128 = 32,768 → 512).
+* ``cnn5`` — CNN5 (``cnn_5layer_bn``, De Palma et al. 2024 / paper Table 18): Conv(c→16, 3×3, s1, p1)
+  Conv(16→16, 4×4, s2, p1) Conv(16→32, 4×4, s2, p1) Flatten Linear((d/4)²·32 → 512) Linear(512 → K).
+* ``cnn_small`` — a small CNN for CPU work (demo, tests): Conv(c→16, 4×4, s2, p1) Conv(16→32, 4×4, s2, p1)
+  Flatten Linear((d/4)²·32 → 100) Linear(100 → K), same BN+ReLU placement.
+
+Initialisation (paper §4.1, App. C.2): certified methods use the IBP initialisation of Shi et al. 2021
+(:func:`ibp_init`); adversarial training uses Kaiming uniform (:func:`kaiming_uniform_init`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ctbench.errors import CTBenchError
+from ctbench.nn import Normalization
+from ctbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model needs to know about its data: shape (C, H, W), class count and normalisation."""
+
+    shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+
+
+ModelFactory = Callable[[InputSpec], nn.Sequential]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def _dense_block(n_in: int, n_out: int) -> list[nn.Module]:
+    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU()]
+
+
+def _spatial_after(side: int, kernel: int, stride: int, padding: int) -> int:
+    return (side + 2 * padding - kernel) // stride + 1
+
+
+@MODELS.register("cnn7")
+def cnn7(spec: InputSpec, width: int = 64, linear: int = 512, last_stride: int | None = None) -> nn.Sequential:
+    """CNN7 with BN (paper App. C.2). Input (B, C, d, d) → logits (B, K).
+
+    ``last_stride`` of the fifth convolution defaults to 2 for inputs of side ≥ 64 (TinyImageNet, paper
+    App. C.2: "the stride of the last convolution is doubled to reduce the cost") and 1 otherwise.
+    """
+    c, h, w = spec.shape
+    if last_stride is None:
+        last_stride = 2 if h >= 64 else 1
+    strides = (1, 1, 2, 1, last_stride)
+    channels = (width, width, 2 * width, 2 * width, 2 * width)
+    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
+    c_in = c
+    for c_out, s in zip(channels, strides, strict=True):
+        layers += _conv_block(c_in, c_out, 3, s, 1)
+        c_in = c_out
+        h, w = _spatial_after(h, 3, s, 1), _spatial_after(w, 3, s, 1)
+    layers += [nn.Flatten(), *_dense_block(c_in * h * w, linear), nn.Linear(linear, spec.num_classes)]
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn5")
+def cnn5(spec: InputSpec, width: int = 16, linear: int = 512) -> nn.Sequential:
+    """CNN5 with BN (``cnn_5layer_bn``; paper App. D.2, Table 18). Input (B, C, d, d) → logits (B, K)."""
+    c, h, w = spec.shape
+    convs = ((c, width, 3, 1), (width, width, 4, 2), (width, 2 * width, 4, 2))
+    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
+    for c_in, c_out, k, s in convs:
+        layers += _conv_block(c_in, c_out, k, s, 1)
+        h, w = _spatial_after(h, k, s, 1), _spatial_after(w, k, s, 1)
+    layers += [nn.Flatten(), *_dense_block(2 * width * h * w, linear), nn.Linear(linear, spec.num_classes)]
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn_small")
+def cnn_small(spec: InputSpec, width: int = 16, linear: int = 100) -> nn.Sequential:
+    """A small CNN with BN for CPU work (demo, tests). Input (B, C, d, d) → logits (B, K)."""
+    c, h, w = spec.shape
+    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
+    for c_in, c_out in ((c, width), (width, 2 * width)):
+        layers += _conv_block(c_in, c_out, 4, 2, 1)
+        h, w = _spatial_after(h, 4, 2, 1), _spatial_after(w, 4, 2, 1)
+    layers += [nn.Flatten(), *_dense_block(2 * width * h * w, linear), nn.Linear(linear, spec.num_classes)]
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Initialisation registry
+# ---------------------------------------------------------------------------------------------------
+
+INITS: Registry[Callable[[nn.Sequential], None]] = Registry("initialisation")
+
+
+def _weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def ibp_init_std(layer: nn.Conv2d | nn.Linear) -> float:
+    """σ = sqrt(2π) / fan_in (Shi et al. 2021, Eq. 8; CTBench ``ibp_fast_init``).
+
+    fan_in = in_features for Linear, in_channels · k_h · k_w for Conv2d.
+    """
+    fan_in = layer.weight[0].numel()
+    return math.sqrt(2 * math.pi) / fan_in
+
+
+@INITS.register("ibp")
+@torch.no_grad()
+def ibp_init(model: nn.Sequential) -> None:
+    """IBP initialisation (Shi et al. 2021): W ~ N(0, σ²), σ = sqrt(2π)/fan_in, for every Conv/Linear
+    weight except the last layer. Biases, BN parameters and the last layer keep PyTorch's defaults
+    (as in CTBench's ``ibp_fast_init``). Keeps IBP bound growth constant across layers at init."""
+    for layer in _weighted_layers(model)[:-1]:
+        layer.weight.normal_(0.0, ibp_init_std(layer))
+
+
+@INITS.register("kaiming_uniform")
+@torch.no_grad()
+def kaiming_uniform_init(model: nn.Sequential) -> None:
+    """Kaiming uniform (He et al. 2015) on every Conv/Linear weight, used for adversarial training."""
+    for layer in _weighted_layers(model):
+        nn.init.kaiming_uniform_(layer.weight)
+
+
+@INITS.register("default")
+def default_init(model: nn.Sequential) -> None:
+    """PyTorch's default initialisation (left unchanged)."""
+
+
+def create_model(
+    name: str,
+    spec: InputSpec | str,
+    *,
+    init: str = "default",
+    seed: int | None = None,
+    **kwargs,
+) -> nn.Sequential:
+    """Build a registered architecture for a dataset and initialise it.
+
+    ``spec`` is an :class:`InputSpec` or a dataset name from ``ctbench.data`` (e.g. ``"mnist"``).
+    ``init`` ∈ :data:`INITS` (``ibp``, ``kaiming_uniform``, ``default``). ``seed`` makes the weights
+    reproducible without touching the global RNG.
+    """
+    if isinstance(spec, str):
+        spec = input_spec_for(spec)
+    factory = MODELS.get(name)
+    initialise = INITS.get(init)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = factory(spec, **kwargs)
+        initialise(model)
+    return model
+
+
+def input_spec_for(dataset: str) -> InputSpec:
+    """The :class:`InputSpec` of a registered dataset (``ctbench.data``)."""
+    from ctbench.data import get_spec
+
+    ds = get_spec(dataset)
+    # mnist_mini shares MNIST's geometry and statistics.
+    return InputSpec(tuple(ds.shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), name=ds.name)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_supported(model: nn.Module, allowed: Sequence[type] | None = None) -> None:
+    """Raise :class:`CTBenchError` if ``model`` is not a Sequential of layers the bound engine supports."""
+    allowed = tuple(allowed or (Normalization, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten))
+    if not isinstance(model, nn.Sequential):
+        raise CTBenchError(f"expected an nn.Sequential model, got {type(model).__name__}")
+    for i, layer in enumerate(model):
+        if not isinstance(layer, allowed):
+            raise CTBenchError(f"layer {i} ({type(layer).__name__}) is not supported by the bound engine")
