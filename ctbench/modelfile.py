@@ -1,0 +1,102 @@
+"""The final model file (``model.pt``): weights + everything needed to rebuild and trust them.
+
+Format (a plain dict, so it loads with ``torch.load(path, weights_only=True)``)::
+
+    {
+      "format": "ctbench-model/1",
+      "state_dict": {name: tensor},           # BN running stats = population statistics
+      "model": "cnn7",                        # registry name (ctbench.models.MODELS)
+      "dataset": "mnist",                     # registry name (ctbench.data.DATASETS)
+      "model_kwargs": "{}",                   # JSON: extra architecture arguments
+      "config": "{...}",                      # JSON: the resolved per-cell config
+      "provenance": "{...}",                  # JSON: ctbench/torch versions, git commit, created (UTC), ...
+    }
+
+JSON-encoded strings keep the payload to tensors and plain strings (timm / safetensors convention).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ctbench import __version__
+from ctbench.errors import CTBenchError
+from ctbench.io import atomic_path
+
+FORMAT = "ctbench-model/1"
+
+
+def provenance(**extra) -> dict:
+    """Versions, git commit (if in a checkout), creation time and device, plus ``extra``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "ctbench": __version__,
+        "torch": torch.__version__,
+        "git_commit": commit,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, *, model_name: str, dataset: str,
+               config: dict | None = None, model_kwargs: dict | None = None, **provenance_extra) -> None:
+    """Write ``model.pt`` atomically (see module docstring for the format)."""
+    payload = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model": model_name,
+        "dataset": dataset,
+        "model_kwargs": json.dumps(model_kwargs or {}),
+        "config": json.dumps(config or {}, sort_keys=True, default=str),
+        "provenance": json.dumps(provenance(**provenance_extra), sort_keys=True, default=str),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Sequential, dict]:
+    """Rebuild the model from ``model.pt``; returns ``(model in eval mode, metadata dict)``.
+
+    Missing, truncated or foreign files raise :class:`CTBenchError` with one line.
+    """
+    from ctbench.models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CTBenchError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise CTBenchError(f"cannot read model file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CTBenchError(f"{path} is not a ctbench model file (expected format {FORMAT})")
+    meta = {
+        "model": payload["model"],
+        "dataset": payload["dataset"],
+        "model_kwargs": json.loads(payload["model_kwargs"]),
+        "config": json.loads(payload["config"]),
+        "provenance": json.loads(payload["provenance"]),
+    }
+    model = create_model(meta["model"], meta["dataset"], **meta["model_kwargs"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CTBenchError(f"{path}: weights do not fit {meta['model']} on {meta['dataset']}: "
+                           f"{str(e).splitlines()[0]}") from None
+    model.to(map_location).eval()
+    return model, meta
