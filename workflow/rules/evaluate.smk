@@ -1,0 +1,67 @@
+rule certify:
+    input:
+        model=rules.select.output.model,
+    output:
+        h5="results/{dataset}/{eps}/{method}/seed{seed}/certify.h5",
+    log:
+        "results/{dataset}/{eps}/{method}/seed{seed}/logs/certify.log",
+    benchmark:
+        "results/{dataset}/{eps}/{method}/seed{seed}/benchmarks/certify.tsv"
+    retries: 2
+    conda:
+        "../envs/ctbench.yaml"
+    resources:
+        runtime=runtime("certify"),
+        mem_mb=mem_mb,
+    params:
+        eps=eps_str,
+        settings=certify_args,
+        root=data_root,
+        version=version("certify"),
+    shell:
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --model {input.model} --eps {params.eps} {params.settings}"
+        " --data-root {params.root} --device auto --out {output.h5} > {log} 2>&1"
+
+
+rule attack:
+    input:
+        model=rules.select.output.model,
+        certificates=rules.certify.output.h5,
+    output:
+        h5="results/{dataset}/{eps}/{method}/seed{seed}/attack.h5",
+    log:
+        "results/{dataset}/{eps}/{method}/seed{seed}/logs/attack.log",
+    benchmark:
+        "results/{dataset}/{eps}/{method}/seed{seed}/benchmarks/attack.tsv"
+    retries: 2
+    conda:
+        "../envs/ctbench.yaml"
+    resources:
+        runtime=runtime("attack"),
+        mem_mb=mem_mb,
+    params:
+        eps=eps_str,
+        settings=attack_args,
+        n=certify_n,
+        root=data_root,
+        version=version("attack"),
+    shell:
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --model {input.model} --eps {params.eps} {params.settings} {params.n}"
+        " --certificates {input.certificates} --data-root {params.root} --device auto --out {output.h5}"
+        " > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        certify=rules.certify.output.h5,
+        attack=rules.attack.output.h5,
+    output:
+        metrics="results/{dataset}/{eps}/{method}/seed{seed}/metrics.json",
+    log:
+        "results/{dataset}/{eps}/{method}/seed{seed}/logs/summarize.log",
+    conda:
+        "../envs/ctbench.yaml"
+    params:
+        version=version("summarize"),
+    shell:
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack} --out {output.metrics} > {log} 2>&1"
