@@ -1,0 +1,117 @@
+"""PGD (Madry et al., ICLR 2018) as in CTBench's ``attacks.adv_whitebox`` (reference §2 "PGD").
+
+For each of ``restarts`` runs: random start ``x + U(−½, ½)·(ub − lb)`` clamped to the box, then
+``steps + 1`` evaluations; after each evaluation the per-sample loss is compared with the best so far
+(the point with the highest loss over all iterations and restarts is kept), then
+``x ← clamp(x + lr_t · (ub − lb)/2 · sign(∇_x loss), lb, ub)``. ``lr_0 = step_size`` (default
+``max(0.25, 2/steps)``), decayed inside the attack: ≥ 50 steps ×0.1 at 50 %, 80 %, 90 %; ≥ 20 steps
+×0.1 at 70 %; otherwise ×0.2 every 10 steps.
+
+Losses: ``"ce"`` (cross-entropy, the original ``"pgd"``) and ``"margin"`` (``max_{i≠y} z_i − z_y``).
+
+The attack uses the model's current mode: in a training step, BatchNorm normalizes with the frozen
+clean-batch statistics (``ctbench.bounds.clean_forward_and_freeze_bn``), never updating running
+statistics; in eval mode, running statistics. Gradients are taken w.r.t. the input only
+(``torch.autograd.grad``): parameter ``.grad`` is never touched, and parameters' ``requires_grad``
+is switched off during the attack (saves work) and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctbench.errors import CTBenchError
+
+ATTACK_LOSSES = ("ce", "margin")
+
+
+def default_step_size(steps: int) -> float:
+    """The original default initial step size ``max(0.25, 2 / steps)`` (fraction of the half-width)."""
+    return max(0.25, 2.0 / max(steps, 1))
+
+
+def step_size_multiplier(iteration: int, steps: int) -> float:
+    """Factor on the initial step size at ``iteration`` (0-based) of a ``steps``-step attack."""
+    if steps >= 50:
+        milestones, gamma = [int(steps * f) for f in (0.5, 0.8, 0.9)], 0.1
+    elif steps >= 20:
+        milestones, gamma = [int(steps * 0.7)], 0.1
+    else:
+        milestones, gamma = list(range(10, steps + 1, 10)), 0.2
+    return gamma ** sum(iteration >= m for m in milestones)
+
+
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """(B, K), (B,) → (B,): the loss PGD maximizes."""
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    if loss == "margin":
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+        return other - true
+    raise CTBenchError(f"unknown attack loss {loss!r}; known: {', '.join(ATTACK_LOSSES)}")
+
+
+def pgd_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    *,
+    steps: int,
+    restarts: int = 1,
+    step_size: float | None = None,
+    loss: str = "ce",
+) -> torch.Tensor:
+    """Adversarial examples within the box ``[lower, upper]``.
+
+    Args:
+        model: classifier, (B, *input) → (B, K); used in its current mode (see module docstring).
+        x: clean inputs (B, *input); y: labels (B,) int64.
+        lower, upper: the perturbation box (B, *input), ``lower <= upper`` (e.g. ``clamp(x ∓ ε, 0, 1)``).
+        steps: gradient steps per restart (0: random point only); restarts: ≥ 1 random starts.
+        step_size: initial step as a fraction of the half-width ``(ub − lb)/2``; None → max(0.25, 2/steps).
+        loss: ``"ce"`` or ``"margin"``.
+
+    Returns:
+        ``x_adv`` (B, *input), detached, ``lower <= x_adv <= upper``: per sample the evaluated point with
+        the highest loss over all iterations and restarts.
+    """
+    if loss not in ATTACK_LOSSES:
+        raise CTBenchError(f"unknown attack loss {loss!r}; known: {', '.join(ATTACK_LOSSES)}")
+    if steps < 0 or restarts < 1:
+        raise CTBenchError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    lr0 = default_step_size(steps) if step_size is None else float(step_size)
+    lower, upper = lower.detach(), upper.detach()
+    half_width = (upper - lower) / 2
+    best_x = x.detach().clone().clamp_(min=lower).clamp_(max=upper)
+    best_loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for _ in range(restarts):
+            x_adv = x.detach() + (torch.rand_like(x) - 0.5) * (upper - lower)
+            x_adv = torch.max(torch.min(x_adv, upper), lower)
+            for it in range(steps + 1):
+                x_adv.requires_grad_(True)
+                with torch.enable_grad():
+                    sample_loss = per_sample_loss(model(x_adv), y, loss)
+                    objective = sample_loss.sum()
+                improved = sample_loss.detach() > best_loss
+                best_loss = torch.where(improved, sample_loss.detach(), best_loss)
+                best_x[improved] = x_adv.detach()[improved]
+                if it == steps:
+                    break
+                (grad,) = torch.autograd.grad(objective, x_adv)
+                lr = lr0 * step_size_multiplier(it, steps)
+                with torch.no_grad():
+                    x_adv = x_adv.detach() + lr * half_width * grad.sign()
+                    x_adv = torch.max(torch.min(x_adv, upper), lower)
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+    return best_x

@@ -1,0 +1,166 @@
+"""``ctbench train``: train one (dataset, ε, method, seed) cell with the paper's hyperparameters.
+
+Example::
+
+    ctbench train --dataset mnist_mini --eps 0.1 --method pgd --seed 0 --model cnn_small --out results/x \\
+        --set l1=1e-5 --epochs 3
+
+Writes ``OUT/train/checkpoint.pt``, ``OUT/train/history.csv``, ``OUT/train/candidates.pt``, ``OUT/model.pt``
+(unless ``--no-select``) and ``OUT/config.yaml``
+(the resolved config). Re-running the same command resumes from the checkpoint. Hyperparameters come
+from ``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) — ``mnist_mini`` uses the
+MNIST settings — or ``--setting``; ``--set key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ctbench.errors import CTBenchError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one cell (dataset, eps, method, seed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True, help="dataset name (mnist, cifar10, tinyimagenet, mnist_mini)")
+    p.add_argument("--eps", default=None, help="test eps of the setting, e.g. 0.1, 2/255 or 2_255")
+    p.add_argument("--method", required=True, help="training method (standard, pgd, edac, ibp, ...)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--model", default=None, help="architecture (default: the setting's, cnn7)")
+    p.add_argument("--out", required=True, help="output directory of the cell")
+    p.add_argument("--hparams", default=None, help="hyperparameter file (default: config/hparams.yaml)")
+    p.add_argument(
+        "--setting", default=None, help="setting key, e.g. mnist_0.1 (default: from dataset and eps)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter (repeatable), e.g. --set l1=1e-5",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
+    p.add_argument(
+        "--data-root", default=None, help="prepared data root (default $CTBENCH_DATA_ROOT or ./data)"
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="stop after this many completed epochs (checkpoint kept; re-run to resume)",
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (quick runs, tests)")
+    p.add_argument("--subset", type=int, default=None, help="use only the first N train and test samples")
+    p.add_argument("--no-select", dest="select", action="store_false",
+                   help="stop at train/candidates.pt; `ctbench select` writes model.pt (the DAG does this)")
+    p.add_argument("--on-config-change", choices=["error", "restart"], default="error",
+                   help="a checkpoint from another config: refuse (default) or train afresh (the DAG)")
+    p.set_defaults(func=run)
+
+
+def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CTBenchError(f"--out {out} exists and is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CTBenchError(f"--out {out} is not writable (no write permission on {probe})")
+
+
+def build_config(args: argparse.Namespace) -> dict:
+    """Validate the command line and resolve the config (raises CTBenchError; writes nothing)."""
+    from ctbench.config import (
+        SETTING_DATASET,
+        find_setting,
+        load_hparams,
+        parse_eps,
+        parse_overrides,
+        resolve,
+    )
+    from ctbench.data import get_spec
+    from ctbench.methods import get_method
+    from ctbench.models import MODELS
+
+    get_method(args.method)
+    get_spec(args.dataset)
+    if args.model is not None:
+        MODELS.get(args.model)
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--max-epochs", args.max_epochs),
+        ("--max-steps", args.max_steps),
+        ("--subset", args.subset),
+    ):
+        if value is not None and value < 1:
+            raise CTBenchError(f"{name} must be >= 1, got {value}")
+    if args.eps is None and args.setting is None:
+        raise CTBenchError("give --eps (or --setting)")
+    eps = parse_eps(args.eps) if args.eps is not None else None
+    hparams = load_hparams(args.hparams)
+    if args.setting is not None:
+        setting = args.setting
+        if setting not in hparams["settings"]:
+            raise CTBenchError(
+                f"unknown setting {setting!r}; known: {', '.join(sorted(hparams['settings']))}"
+            )
+        s_data = hparams["settings"][setting]["dataset"]
+        if SETTING_DATASET.get(args.dataset, args.dataset) != s_data:
+            raise CTBenchError(
+                f"--dataset {args.dataset} does not match setting {setting} (dataset {s_data})"
+            )
+        s_eps = parse_eps(hparams["settings"][setting]["eps"])
+        if eps is not None and abs(s_eps - eps) > 1e-12:
+            raise CTBenchError(f"--eps {args.eps} does not match setting {setting} (eps {s_eps:g})")
+    else:
+        setting = find_setting(hparams, args.dataset, eps)
+    overrides = parse_overrides(args.overrides)
+    if args.model is not None:
+        overrides["model"] = args.model
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    config = resolve(setting, args.method, overrides, hparams=hparams, seed=args.seed)
+    config["dataset"] = args.dataset
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    config = build_config(args)
+    _check_writable(out)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CTBenchError("--device cuda requested but no CUDA device is available (use --device cpu)")
+
+    from ctbench.training import TrainOptions, train
+
+    summary = train(
+        config,
+        out,
+        TrainOptions(
+            device=args.device,
+            data_root=args.data_root,
+            max_epochs=args.max_epochs,
+            max_steps=args.max_steps,
+            subset=args.subset,
+        ),
+    )
+    if summary["status"] == "done":
+        print(
+            f"trained {config['method']} on {config['dataset']} eps {config['eps_str']} "
+            f"seed {config['seed']}: "
+            f"{summary['model_path']} ({summary['selection']}, epoch {summary['selected_epoch']})"
+        )
+    else:
+        print(f"stopped after {summary['epochs_done']} epochs; re-run the same command to resume")
+    return 0

@@ -1,0 +1,325 @@
+"""The training loop (paper §4.1, App. C.3): one resolved config → ``model.pt``.
+
+Per epoch: a loader seeded by (seed, epoch); per step: ε from the schedule (per global step),
+``method.step`` (clean-batch BN statistics, robust hook, L1, warm-up regularizer, gradient
+accumulation with full-batch statistics — ``ctbench.methods.base``), gradient clipping, one Adam step
+(all parameters; the Normalization layer has buffers only), SWA update. After the epoch:
+``MultiStepLR.step()``, population BN statistics (precise BN), validation on the test split at
+``min(ε, test ε)`` with the method's own robust-accuracy estimate, model selection, an atomic
+checkpoint and ``history.csv``. Re-running with the same config resumes from the checkpoint; the
+result is bitwise identical to an uninterrupted run on CPU.
+
+Outputs under ``out_dir``::
+
+    train/checkpoint.pt   resumable state (see ctbench.checkpoint)
+    train/history.csv     one row per epoch (HISTORY_COLUMNS)
+    train/candidates.pt   the finished run's selection candidates: last, best-by-metric, SWA average
+    model.pt              the selected one (``ctbench.select``; skipped with ``select=False``, as the
+                          Snakemake DAG does: its ``select`` rule writes it)
+    config.yaml           the resolved config
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from ctbench.checkpoint import (
+    cpu_state_dict,
+    get_rng_state,
+    checkpoint_matches,
+    load_checkpoint,
+    save_candidates,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from ctbench.config import config_hash, to_json
+from ctbench.io import write_text
+from ctbench.logs import progress
+from ctbench.methods import create_method
+from ctbench.select import select_model
+from ctbench.schedules import eps_schedule_from_config, make_lr_scheduler
+from ctbench.swa import SWA, population_bn_stats
+
+logger = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "lr",
+    "eps",
+    "train_nat_loss",
+    "train_rob_loss",
+    "train_reg_loss",
+    "train_nat_acc",
+    "train_rob_acc",
+    "val_eps",
+    "val_nat_acc",
+    "val_rob_acc",
+    "val_loss",
+    "time_s",
+)
+
+
+@dataclass
+class TrainOptions:
+    """Run options that do not change the result's meaning (not part of the resolved config).
+
+    ``max_epochs`` stops after that many completed epochs (checkpoint kept, no ``model.pt``): re-run
+    without it to resume. ``select`` writes ``model.pt`` after training (the DAG runs ``ctbench select``
+    as its own job instead). ``on_config_change``: what to do with a checkpoint written for another
+    resolved config — ``"error"`` (default) or ``"restart"`` (the DAG: a changed cell trains afresh). ``max_steps`` caps the steps per epoch and ``subset`` uses the first N train
+    and test samples (quick runs, tests). ``dtype`` float64 is for numerical checks.
+    """
+
+    device: str = "cpu"
+    data_root: str | None = None
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    subset: int | None = None
+    num_workers: int = 0
+    dtype: torch.dtype = torch.float32
+    show_progress: bool = True
+    select: bool = True
+    on_config_change: str = "error"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _subset(ds, n: int | None):
+    if n is None or n >= len(ds):
+        return ds
+    from ctbench.data import TensorImageDataset
+
+    if isinstance(ds, TensorImageDataset):
+        return TensorImageDataset(ds.images[:n], ds.labels[:n], ds.transform, ds.classes)
+    return torch.utils.data.Subset(ds, range(n))
+
+
+def _loader(ds, batch_size: int, shuffle: bool, seed: int, opts: TrainOptions):
+    from ctbench.data import make_loader
+
+    return make_loader(ds, batch_size, shuffle=shuffle, seed=seed, num_workers=opts.num_workers)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + epoch) % (2**63)
+
+
+def evaluate(method, model, loader, eps: float, device, dtype=torch.float32) -> dict:
+    """Validation in eval mode (population statistics): natural and robust-estimate accuracy/loss."""
+    model.eval()
+    tot = {"nat_loss": 0.0, "rob_loss": 0.0, "nat_correct": 0, "rob_correct": 0, "n": 0}
+    for x, y in loader:
+        r = method.evaluate_batch(model, x.to(device, dtype), y.to(device), eps)
+        for k in tot:
+            tot[k] += r[k]
+    model.train()
+    n = max(tot["n"], 1)
+    w = method.w_rob if eps > 0 else 0.0
+    return {
+        "nat_acc": tot["nat_correct"] / n,
+        "rob_acc": tot["rob_correct"] / n,
+        "loss": ((1 - w) * tot["nat_loss"] + w * tot["rob_loss"]) / n,
+    }
+
+
+def _history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k) for k in HISTORY_COLUMNS})
+    return buf.getvalue()
+
+
+def _better(selection: str, metric: float, best: dict | None) -> bool:
+    if best is None:
+        return True
+    return metric > best["metric"] if selection == "robust_accu" else metric < best["metric"]
+
+
+def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None) -> dict:
+    """Train one cell described by a resolved config; returns a summary dict.
+
+    Returns ``{"status": "done" | "interrupted", "epochs_done", "model_path", "history", ...}``.
+    """
+    from ctbench.data import load_dataset
+    from ctbench.models import create_model
+
+    opts = options or TrainOptions()
+    out = Path(out_dir)
+    ckpt_path, hist_path = out / "train" / "checkpoint.pt", out / "train" / "history.csv"
+    device = resolve_device(opts.device)
+    seed = int(config.get("seed") or 0)
+    seed_everything(seed)
+
+    train_ds = _subset(load_dataset(config["dataset"], "train", opts.data_root), opts.subset)
+    test_ds = _subset(load_dataset(config["dataset"], "test", opts.data_root, augment=False), opts.subset)
+    test_loader = _loader(test_ds, int(config["test_batch_size"]), False, 0, opts)
+    steps_per_epoch = math.ceil(len(train_ds) / int(config["batch_size"]))
+    if opts.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, opts.max_steps)
+
+    model = create_model(config["model"], config["dataset"], init=config["init"], seed=seed).to(
+        device, opts.dtype
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=float(config["lr"]))
+    scheduler = make_lr_scheduler(optimizer, config["lr_milestones"], float(config["lr_decay"]))
+    method = create_method(config)
+    schedule = eps_schedule_from_config(config, steps_per_epoch)
+    swa = SWA(model, config["swa_start"], config["swa_freq"]) if config.get("swa_start") is not None else None
+    selection = config.get("model_selection") or "robust_accu"
+    epochs = int(config["epochs"])
+
+    start_epoch, global_step, best, history = 0, 0, None, []
+    if ckpt_path.exists() and opts.on_config_change == "restart" and not checkpoint_matches(ckpt_path, config):
+        logger.warning("%s was written for another configuration: training this cell afresh", ckpt_path)
+        ckpt_path.unlink()
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, config)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if swa is not None and ckpt.get("swa") is not None:
+            swa.load_state_dict(ckpt["swa"])
+        start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        best, history = ckpt.get("best"), list(ckpt.get("history") or [])
+        set_rng_state(ckpt["rng"])
+        logger.info("resuming %s from epoch %d", out, start_epoch)
+
+    stop = epochs if opts.max_epochs is None else min(epochs, opts.max_epochs)
+    for epoch in range(start_epoch, stop):
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        loader = _loader(train_ds, int(config["batch_size"]), True, _epoch_seed(seed, epoch), opts)
+        sums = {"nat": 0.0, "rob": 0.0, "reg": 0.0, "nat_c": 0, "rob_c": 0, "n": 0}
+        eps = schedule(epoch * steps_per_epoch)
+        bar = progress(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            leave=False,
+            disable=None if opts.show_progress else True,
+        )
+        for batch_idx, (x, y) in enumerate(loader):
+            if batch_idx >= steps_per_epoch:
+                break
+            global_step = epoch * steps_per_epoch + batch_idx
+            eps = schedule(global_step)
+            x, y = x.to(device, opts.dtype), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            res = method.step(
+                model,
+                x,
+                y,
+                eps,
+                optimizer=optimizer,
+                warmup=not schedule.ramp_done(global_step),
+                accumulation_batch=config.get("grad_accu_batch"),
+            )
+            if config.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(params, float(config["grad_clip"]))
+            optimizer.step()
+            if swa is not None:
+                swa.maybe_update(model, epoch, global_step)
+            b = res.n
+            sums["nat"] += res.nat_loss * b
+            sums["rob"] += res.rob_loss * b
+            sums["reg"] += res.reg_loss * b
+            sums["nat_c"] += res.nat_correct
+            sums["rob_c"] += res.rob_correct
+            sums["n"] += b
+            bar.update(1)
+            bar.set_postfix(eps=f"{eps:.4g}", loss=f"{res.loss:.3f}")
+        bar.close()
+        global_step = (epoch + 1) * steps_per_epoch
+        scheduler.step()
+        if config.get("pop_bn_stats", True):
+            population_bn_stats(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)
+        val_eps = min(eps, float(config["eps"])) if eps > 0 else 0.0
+        val = evaluate(method, model, test_loader, val_eps, device, opts.dtype)
+        n = max(sums["n"], 1)
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "eps": eps,
+            "train_nat_loss": sums["nat"] / n,
+            "train_rob_loss": sums["rob"] / n,
+            "train_reg_loss": sums["reg"] / n,
+            "train_nat_acc": sums["nat_c"] / n,
+            "train_rob_acc": sums["rob_c"] / n,
+            "val_eps": val_eps,
+            "val_nat_acc": val["nat_acc"],
+            "val_rob_acc": val["rob_acc"],
+            "val_loss": val["loss"],
+            "time_s": round(time.time() - t0, 3),
+        }
+        history.append(row)
+        if selection != "last" and schedule.ramp_done(global_step - 1):
+            metric = val["rob_acc"] if selection == "robust_accu" else val["loss"]
+            if _better(selection, metric, best):
+                best = {"epoch": epoch + 1, "metric": float(metric), "state_dict": cpu_state_dict(model)}
+        logger.info(
+            "epoch %d/%d eps %.5g lr %.3g | train nat %.4f rob %.4f | val(eps %.5g) nat %.4f rob %.4f",
+            epoch + 1,
+            epochs,
+            eps,
+            lr,
+            row["train_nat_acc"],
+            row["train_rob_acc"],
+            val_eps,
+            val["nat_acc"],
+            val["rob_acc"],
+        )
+        save_checkpoint(
+            ckpt_path,
+            {
+                "config_hash": config_hash(config),
+                "config": to_json(config),
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "model": cpu_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "swa": swa.state_dict() if swa is not None else None,
+                "rng": get_rng_state(),
+                "best": best,
+                "history": history,
+            },
+        )
+        write_text(hist_path, _history_csv(history))
+
+    done = len(history) >= epochs
+    summary = {"status": "done" if done else "interrupted", "epochs_done": len(history), "history": history}
+    if not done:
+        logger.info("stopped after epoch %d of %d; re-run the same command to resume", len(history), epochs)
+        return summary
+
+    candidates = {
+        "last": {"epoch": epochs, "state_dict": cpu_state_dict(model)},
+        "best": best,
+        "swa": None,
+    }
+    if swa is not None:
+        averaged = swa.final_model(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)
+        candidates["swa"] = {"epoch": epochs, "n_averaged": swa.n_averaged, "state_dict": cpu_state_dict(averaged)}
+    cand_path = out / "train" / "candidates.pt"
+    save_candidates(cand_path, config, candidates)
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    summary["candidates_path"] = str(cand_path)
+    if opts.select:
+        summary.update(select_model(cand_path, out / "model.pt"))
+    return summary
