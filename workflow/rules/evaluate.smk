@@ -57,6 +57,7 @@ rule summarize:
         attack=rules.attack.output.h5,
     output:
         metrics="results/{dataset}/{eps}/{method}/seed{seed}/metrics.json",
+        table="results/{dataset}/{eps}/{method}/seed{seed}/summary.parquet",
     log:
         "results/{dataset}/{eps}/{method}/seed{seed}/logs/summarize.log",
     conda:
@@ -64,4 +65,4 @@ rule summarize:
     params:
         version=version("summarize"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack} --out {output.metrics} > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack} --out {output.table} --metrics {output.metrics} > {log} 2>&1"

@@ -26,7 +26,8 @@ rule train:
     shell:
         "ctbench train --dataset {wildcards.dataset} --eps {params.eps} --method {wildcards.method}"
         " --seed {wildcards.seed} --hparams {params.hparams} {params.overrides} {params.limits}"
-        " --data-root {params.root} --device auto --out {params.cell}"
+        " --data-root {params.root} --device auto --no-select --on-config-change restart"
+        " --out {params.cell}"
         " > {log} 2>&1"
 
 
