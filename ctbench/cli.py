@@ -20,7 +20,7 @@ from ctbench.errors import CTBenchError
 from ctbench.logs import setup_logging
 
 #: Subcommand modules under ``ctbench.commands``, in the order ``--help`` lists them.
-COMMANDS = ("data", "models", "bounds", "train", "select", "certify", "attack", "summarize", "report", "demo")
+COMMANDS = ("data", "models", "bounds", "train", "select", "certify", "attack", "summarize", "report")
 
 logger = logging.getLogger(__name__)
 
