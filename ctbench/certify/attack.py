@@ -1,0 +1,232 @@
+"""Adversarial evaluation (``ctbench attack`` → ``attack.h5``): PGD with restarts or AutoAttack.
+
+* ``pgd``: CTBench's ``adv_whitebox`` (``ctbench.attacks.pgd_attack``: random start, restarts, the
+  best point kept, sign steps); paper: 200 steps, 5 restarts for certified models.
+* ``autoattack``: AutoAttack "standard" (Croce & Hein 2020) through ``torchattacks.AutoAttack``, for
+  adversarially trained models.
+* ``pgd,autoattack``: several attacks in that order, each on the samples the previous ones did not
+  break (``broken_by_<attack>`` records which one did).
+
+Every attack point is projected into the float32 box rounded *inward* of the float64 ε-box and counted
+only if its margin is < 0 in float32 and in float64. A sample is adversarially robust
+(``adv_correct``) if it is classified correctly and neither the attack nor — with ``certificates`` — a
+verifier counterexample (status ``falsified`` in ``certify.h5``) breaks it (paper's adversarial
+accuracy). A sample that is certified there but broken here is a soundness bug: it is counted in the
+``certified_but_attacked`` attribute and logged as an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctbench import __version__
+from ctbench.certify import hdf5
+from ctbench.certify.cascade import boxes, check_writable
+from ctbench.certify.run import (
+    load_for_certification,
+    model_attrs,
+    parse_eps,
+    resolve_device,
+    select_indices,
+)
+from ctbench.certify.stages import min_margin
+from ctbench.certify.status import CERTIFIED_VALUES, Status
+from ctbench.errors import CTBenchError
+
+logger = logging.getLogger(__name__)
+
+ATTACKS = ("pgd", "autoattack")
+
+
+def _autoattack(model, x, y, eps, num_classes, seed):
+    import torchattacks
+
+    atk = torchattacks.AutoAttack(
+        model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed
+    )
+    return atk(x, y)
+
+
+def attack_batch(model, model64, x, y, eps, *, attack, steps, restarts, loss, num_classes, seed):
+    """(broken (B,) bool, margin at the attack point (B,) float) for correctly classified inputs x."""
+    lo64, hi64, _, _, lo_in, hi_in = boxes(x, eps)
+    if attack == "pgd":
+        from ctbench.attacks import pgd_attack
+
+        x_adv = pgd_attack(model, x, y, lo_in, hi_in, steps=steps, restarts=restarts, loss=loss)
+    else:
+        x_adv = _autoattack(model, x, y, eps, num_classes, seed).detach()
+    x_adv = torch.max(torch.min(x_adv.to(x.dtype), hi_in), lo_in)
+    with torch.no_grad():
+        m32 = min_margin(model(x_adv), y)
+        m64 = min_margin(model64(x_adv.double()), y)
+    return (m32 < 0) & (m64 < 0), m32
+
+
+def attack_file(
+    model_path,
+    out,
+    *,
+    eps,
+    attack: str = "pgd",
+    steps: int = 200,
+    restarts: int = 5,
+    loss: str = "ce",
+    dataset: str | None = None,
+    split: str = "test",
+    n: int | None = None,
+    start: int = 0,
+    batch_size: int = 256,
+    device: str = "auto",
+    certificates=None,
+    seed: int = 0,
+    data_root=None,
+) -> dict:
+    """``ctbench attack``; returns counts (also written as attributes of ``out``)."""
+    import copy
+
+    attacks = [a.strip() for a in str(attack).split(",") if a.strip()]
+    if not attacks or len(set(attacks)) != len(attacks) or any(a not in ATTACKS for a in attacks):
+        known = ", ".join(ATTACKS)
+        raise CTBenchError(f"bad --attack {attack!r}: give one or more of {known}, comma-separated")
+    if steps < 0 or restarts < 1 or batch_size < 1:
+        raise CTBenchError("need steps >= 0, restarts >= 1 and batch size >= 1")
+    value, text = parse_eps(eps)
+    dev = resolve_device(device)
+    out = Path(out)
+    check_writable(out)
+    model, meta, ds, spec = load_for_certification(model_path, dataset, split, data_root)
+    indices = np.asarray(select_indices(len(ds), start, n), dtype=np.int64)
+    cert = _read_certificates(certificates) if certificates is not None else None
+    model = model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model64 = copy.deepcopy(model).double().eval()
+    N = len(indices)
+    label, pred = np.zeros(N, np.int16), np.zeros(N, np.int16)
+    nat_correct, broken = np.zeros(N, bool), np.zeros(N, bool)
+    per_attack = {name: np.zeros(N, bool) for name in attacks}  # first attack that broke the sample
+    adv_margin, time_s = np.full(N, np.nan, np.float32), np.zeros(N, np.float32)
+    t_all = time.perf_counter()
+    for b in range(math.ceil(N / batch_size)):
+        sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
+        xs, ys = zip(*(ds[int(i)] for i in indices[sl]), strict=True)
+        x = torch.stack(xs).float().to(dev)
+        y = torch.as_tensor(ys, dtype=torch.int64, device=dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            logits = model(x)
+        if logits.shape[1] != spec.num_classes:
+            raise CTBenchError(
+                f"model has {logits.shape[1]} outputs but {spec.name} has {spec.num_classes} classes"
+            )
+        p = logits.argmax(1)
+        ok = p == y
+        m = min_margin(logits, y)
+        remaining = ok.nonzero().flatten()
+        bb = torch.zeros_like(ok)
+        for a_i, name in enumerate(attacks):  # each attack only on the samples not broken yet
+            if remaining.numel() == 0:
+                break
+            torch.manual_seed(seed + 7919 * b + a_i)
+            br, madv = attack_batch(
+                model,
+                model64,
+                x[remaining],
+                y[remaining],
+                value,
+                attack=name,
+                steps=steps,
+                restarts=restarts,
+                loss=loss,
+                num_classes=spec.num_classes,
+                seed=seed,
+            )
+            m[remaining] = torch.minimum(m[remaining], madv)
+            newly = torch.zeros_like(ok)
+            newly[remaining[br]] = True
+            bb |= newly
+            per_attack[name][sl] = newly.cpu().numpy()
+            remaining = remaining[~br]
+        broken[sl] = bb.cpu().numpy()
+        label[sl], pred[sl] = y.cpu().numpy(), p.cpu().numpy()
+        nat_correct[sl] = ok.cpu().numpy()
+        adv_margin[sl] = m.cpu().numpy()
+        time_s[sl] = (time.perf_counter() - t0) / len(ys)
+    adv_correct = nat_correct & ~broken
+    datasets = {
+        "sample_index": indices,
+        "label": label,
+        "pred": pred,
+        "nat_correct": nat_correct,
+        "attack_broken": broken,
+        **{f"broken_by_{name}": v for name, v in per_attack.items()},
+        "adv_margin": adv_margin,
+    }
+    extra = {}
+    if cert is not None:
+        status = _align(cert, indices)
+        falsified = status == int(Status.FALSIFIED)
+        certified = np.isin(status, CERTIFIED_VALUES)
+        bad = int((certified & broken).sum())
+        if bad:
+            logger.error("SOUNDNESS: %d samples certified in %s are broken by the attack", bad, certificates)
+        adv_correct = adv_correct & ~falsified
+        datasets["verifier_falsified"] = falsified
+        extra = {"certificates": str(certificates), "certified_but_attacked": bad}
+    datasets["adv_correct"] = adv_correct
+    datasets["time_s"] = time_s
+    from ctbench.modelfile import provenance
+
+    prov = provenance()
+    res = {
+        "n": N,
+        "nat_correct": int(nat_correct.sum()),
+        "attack_broken": int(broken.sum()),
+        "adv_correct": int(adv_correct.sum()),
+    }
+    attrs = {
+        "format": hdf5.ATTACK_FORMAT,
+        "ctbench_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": prov.get("git_commit") or "",
+        "created_utc": prov["created_utc"],
+        **model_attrs(model_path, meta, spec.name, split),
+        "eps": text,
+        "eps_float": value,
+        "attack": ",".join(attacks),
+        "attack_settings": {
+            "attack": ",".join(attacks),
+            "steps": steps,
+            "restarts": restarts,
+            "loss": loss,
+            "seed": seed,
+            "batch_size": batch_size,
+            "autoattack_version": "standard" if "autoattack" in attacks else None,
+        },
+        "device": str(dev),
+        "wall_time_s": time.perf_counter() - t_all,
+        **extra,
+        **{f"count_{k}": v for k, v in res.items()},
+    }
+    hdf5.write_h5(out, datasets, attrs, enum_datasets=())
+    return {**res, **extra}
+
+
+def _read_certificates(path):
+    data, attrs = hdf5.read_h5(path)
+    if attrs.get("format") != hdf5.CERTIFY_FORMAT:
+        raise CTBenchError(f"{path} is not a ctbench certificate file")
+    return data
+
+
+def _align(cert: dict, indices: np.ndarray) -> np.ndarray:
+    """Status from certify.h5 for each sample index (UNKNOWN where the file has no row)."""
+    lookup = dict(zip(cert["sample_index"].tolist(), cert["status"].tolist(), strict=True))
+    return np.array([lookup.get(int(i), int(Status.UNKNOWN)) for i in indices], dtype=np.int64)

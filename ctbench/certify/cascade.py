@@ -1,0 +1,411 @@
+"""The certification cascade driver: batches, undecided mask, per-stage margins, timing, resume.
+
+For each batch of test samples (in dataset order): clean forward (misclassified → ``incorrect``), then
+every *batch* stage (IBP, CROWN-IBP, CROWN, alpha-CROWN, PGD) on the samples still undecided, then the
+*sample* stages (BaB, MILP) one sample at a time under a shared per-sample time budget
+(``timeout``, paper: 1,000 s). A stage only ever decides undecided samples; a decided sample is never
+touched again. Undecided samples at the end are ``unknown``.
+
+Resume: the state (all per-sample vectors, how many batches passed the batch stages, which samples
+passed the complete stages) is written atomically to ``<out>.partial.npz`` after every batch and after
+every complete-stage sample, together with a fingerprint of everything that determines the result
+(model hash, data, ε, settings). A rerun with the same inputs continues from there; a different
+fingerprint starts over. PGD is seeded per batch, so a resumed run gives the same file as an
+uninterrupted one (except timing). The final ``certify.h5`` is written atomically and the state removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctbench import __version__
+from ctbench.certify import hdf5
+from ctbench.certify.stages import (
+    CERTIFY_STAGES,
+    DEFAULT_STAGES,
+    UNDECIDED,
+    Batch,
+    Context,
+    abcrown_available,
+    check_stages,
+)
+from ctbench.certify.status import STATUS_MAPPING, Status
+from ctbench.errors import CTBenchError
+from ctbench.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CertifySettings:
+    """Verifier settings (all recorded in ``certify.h5``'s ``settings`` attribute)."""
+
+    eps: float
+    eps_str: str
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    batch_size: int = 256
+    timeout: float = 1000.0  #: per-sample budget (s) of the complete stages together
+    recheck_threshold: float = 1e-2  #: bound decisions with 0 < margin ≤ this are re-checked in float64
+    alpha_iterations: int = 20
+    alpha_lr: float = 0.5
+    pgd_steps: int = 200
+    pgd_restarts: int = 5
+    pgd_loss: str = "ce"
+    bab_batch: int = 64
+    bab_intermediate: str = "CROWN"
+    bab_alpha_iterations: int = 5
+    bab_max_domains: int = 20000
+    milp_tol: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        check_stages(self.stages)
+        if self.batch_size < 1:
+            raise CTBenchError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.timeout > 0:
+            raise CTBenchError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.pgd_steps < 0 or self.pgd_restarts < 1:
+            raise CTBenchError("PGD needs steps >= 0 and restarts >= 1")
+        if self.bab_intermediate not in ("CROWN", "IBP"):
+            raise CTBenchError(f"bab_intermediate must be CROWN or IBP, got {self.bab_intermediate!r}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stages"] = list(self.stages)
+        return d
+
+
+def boxes(x: torch.Tensor, eps: float):
+    """Float64 box ``[x−ε, x+ε] ∩ [0, 1]`` and its float32 roundings outward (bounds) and inward (attacks)."""
+    x64 = x.double()
+    lo, hi = (x64 - eps).clamp(0, 1), (x64 + eps).clamp(0, 1)
+    inf = torch.tensor(float("inf"), dtype=torch.float32, device=x.device)
+    lo32, hi32 = lo.float(), hi.float()
+    lo_out = torch.where(lo32.double() > lo, torch.nextafter(lo32, -inf), lo32)
+    hi_out = torch.where(hi32.double() < hi, torch.nextafter(hi32, inf), hi32)
+    lo_in = torch.where(lo32.double() < lo, torch.nextafter(lo32, inf), lo32)
+    hi_in = torch.where(hi32.double() > hi, torch.nextafter(hi32, -inf), hi32)
+    return lo, hi, lo_out, hi_out, lo_in, hi_in
+
+
+# -------------------------------------------------------------------------------------------------
+# state
+# -------------------------------------------------------------------------------------------------
+
+
+class _State:
+    FIELDS = (
+        "sample_index",
+        "label",
+        "pred",
+        "nat_correct",
+        "decision",
+        "decided_by",
+        "stage_margins",
+        "time_s",
+        "stage_time_s",
+        "stage_samples",
+        "complete_done",
+    )
+
+    def __init__(self, indices: np.ndarray, n_stages: int):
+        N = len(indices)
+        self.sample_index = indices.astype(np.int64)
+        self.label = np.full(N, -1, np.int16)
+        self.pred = np.full(N, -1, np.int16)
+        self.nat_correct = np.zeros(N, bool)
+        self.decision = np.full(N, UNDECIDED, np.int16)
+        self.decided_by = np.full(N, -1, np.int8)
+        self.stage_margins = np.full((N, n_stages), np.nan, np.float32)
+        self.time_s = np.zeros(N, np.float64)
+        self.stage_time_s = np.zeros(n_stages, np.float64)
+        self.stage_samples = np.zeros(n_stages, np.int64)
+        self.complete_done = np.zeros(N, bool)
+        self.batches_done = 0
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(
+                    f,
+                    fingerprint=np.array(fingerprint),
+                    batches_done=np.array(self.batches_done),
+                    **{k: getattr(self, k) for k in self.FIELDS},
+                )
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str, indices: np.ndarray, n_stages: int) -> _State | None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["fingerprint"]) != fingerprint:
+                    logger.warning(
+                        "ignoring %s: it belongs to a different run (inputs or settings changed)", path
+                    )
+                    return None
+                st = cls(indices, n_stages)
+                for k in cls.FIELDS:
+                    setattr(st, k, z[k].copy())
+                st.batches_done = int(z["batches_done"])
+                return st
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            logger.warning("ignoring unreadable resume state %s: %s", path, e)
+            return None
+
+
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.npz")
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (one clear error) if ``out`` cannot be written; nothing is left behind."""
+    if out.is_dir():
+        raise CTBenchError(f"cannot write {out}: it is a directory")
+    with atomic_path(out.with_name(out.name + ".probe")) as tmp:
+        tmp.write_bytes(b"")
+    out.with_name(out.name + ".probe").unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# driver
+# -------------------------------------------------------------------------------------------------
+
+
+def certify_model(
+    model: torch.nn.Module,
+    dataset,
+    indices,
+    settings: CertifySettings,
+    out: str | os.PathLike,
+    *,
+    num_classes: int,
+    attrs: dict | None = None,
+    device: str | torch.device = "cpu",
+    hook=None,
+    resume: bool = True,
+) -> dict:
+    """Run the cascade on ``dataset[i] for i in indices`` and write ``out`` (certify.h5).
+
+    ``model``: eval-mode ``nn.Sequential``; ``attrs``: provenance recorded as root attributes;
+    ``hook(event, info)``: called after each persisted step (``"batch"``/``"sample"``), e.g. for
+    progress or to simulate a kill in tests. Returns a dict of counts.
+    """
+    out = Path(out)
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    stages = list(settings.stages)
+    if "abCROWN" in stages and not abcrown_available():
+        logger.warning("alpha-beta-CROWN is not importable: skipping the abCROWN stage")
+        stages.remove("abCROWN")
+        settings = dataclasses.replace(settings, stages=tuple(stages))
+    stage_objs = [CERTIFY_STAGES.get(s) for s in stages]
+    check_writable(out)
+    indices = np.asarray(list(indices), dtype=np.int64)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ctx = Context(model, num_classes, settings, device)
+    attrs = dict(attrs or {})
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "settings": settings.to_dict(),
+                "indices": [int(indices[0]) if len(indices) else 0, len(indices)],
+                "model_sha256": attrs.get("model_sha256"),
+                "dataset": attrs.get("dataset"),
+                "split": attrs.get("split"),
+                "format": hdf5.CERTIFY_FORMAT,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    spath = state_path(out)
+    st = _State.load(spath, fingerprint, indices, len(stages)) if resume and spath.exists() else None
+    if st is None:
+        st = _State(indices, len(stages))
+    elif st.batches_done:
+        logger.info("resuming from %s: %d batches done", spath, st.batches_done)
+    t_start = time.perf_counter()
+    B = settings.batch_size
+    n_batches = math.ceil(len(indices) / B)
+    for b in range(n_batches):
+        sl = slice(b * B, min((b + 1) * B, len(indices)))
+        x, y = _load(dataset, indices[sl], device)
+        batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
+        if b >= st.batches_done:
+            _batch_stages(ctx, st, sl, batch, stage_objs, b)
+            st.batches_done = b + 1
+            st.save(spath, fingerprint)
+            if hook:
+                hook("batch", {"batch": b, "n_batches": n_batches})
+        _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
+    wall = time.perf_counter() - t_start
+    _write(out, st, settings, stages, stage_objs, attrs, device, wall)
+    spath.unlink(missing_ok=True)
+    return counts(st.decision, st.decided_by, stages)
+
+
+def _load(dataset, idx, device):
+    xs, ys = zip(*(dataset[int(i)] for i in idx), strict=True)
+    return torch.stack(xs).float().to(device), torch.as_tensor(ys, dtype=torch.int64).to(device)
+
+
+def _batch_stages(ctx, st, sl, batch, stage_objs, b):
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = ctx.model(batch.x)
+    if logits.dim() != 2 or logits.shape[1] != ctx.num_classes:
+        raise CTBenchError(
+            f"model output shape {tuple(logits.shape[1:])} does not match the dataset's "
+            f"{ctx.num_classes} classes"
+        )
+    pred = logits.argmax(1)
+    correct = (pred == batch.y).cpu().numpy()
+    n = len(correct)
+    st.label[sl] = batch.y.cpu().numpy()
+    st.pred[sl] = pred.cpu().numpy()
+    st.nat_correct[sl] = correct
+    dec = st.decision[sl]  # view
+    dec[~correct] = int(Status.INCORRECT)
+    st.time_s[sl] += (time.perf_counter() - t0) / n
+    for j, stage in enumerate(stage_objs):
+        if stage.kind != "batch":
+            continue
+        und = np.nonzero(dec == UNDECIDED)[0]
+        if und.size == 0:
+            continue
+        torch.manual_seed(ctx.settings.seed + 7919 * b + j)  # deterministic (resume gives the same result)
+        t0 = time.perf_counter()
+        res = stage.run(ctx, batch.subset(torch.as_tensor(und, device=batch.x.device)))
+        dt = time.perf_counter() - t0
+        rows = np.arange(sl.start, sl.stop)[und]
+        st.stage_margins[rows, j] = res.margin
+        decided = res.decision != UNDECIDED
+        st.decision[rows[decided]] = res.decision[decided]
+        st.decided_by[rows[decided]] = j
+        st.time_s[rows] += dt / und.size
+        st.stage_time_s[j] += dt
+        st.stage_samples[j] += und.size
+
+
+def _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
+    sample_stages = [(j, s) for j, s in enumerate(stage_objs) if s.kind == "sample"]
+    for r in range(sl.start, sl.stop):
+        if st.complete_done[r]:
+            continue
+        if sample_stages and st.decision[r] == UNDECIDED:
+            k = r - sl.start
+            one = batch.subset(torch.tensor([k], device=batch.x.device))
+            t_sample = time.perf_counter()
+            deadline = time.monotonic() + ctx.settings.timeout
+            for j, stage in sample_stages:
+                t0 = time.perf_counter()
+                decision, margin = stage.run(ctx, one, deadline)
+                dt = time.perf_counter() - t0
+                st.stage_margins[r, j] = margin
+                st.stage_time_s[j] += dt
+                st.stage_samples[j] += 1
+                if decision != UNDECIDED:
+                    st.decision[r] = decision
+                    st.decided_by[r] = j
+                    break
+            st.time_s[r] += time.perf_counter() - t_sample
+            st.complete_done[r] = True
+            st.save(spath, fingerprint)
+            if hook:
+                hook("sample", {"row": r})
+        else:
+            st.complete_done[r] = True
+
+
+def counts(decision, decided_by, stages) -> dict:
+    """Counts per final status and per deciding stage (``clean`` = misclassified)."""
+    final = np.where(decision == UNDECIDED, int(Status.UNKNOWN), decision)
+    c = {"n": int(len(decision))}
+    c.update({s.label: int((final == int(s)).sum()) for s in Status})
+    c["decided_by"] = {"clean": int((final == int(Status.INCORRECT)).sum())}
+    for j, name in enumerate(stages):
+        c["decided_by"][name] = int((decided_by == j).sum())
+    c["decided_by"]["none"] = int(((decided_by < 0) & (final != int(Status.INCORRECT))).sum())
+    return c
+
+
+def best_margin_lb(stage_margins, decision, stage_objs) -> np.ndarray:
+    """Best sound lower bound of the smallest margin per sample (NaN where none was computed)."""
+    N = stage_margins.shape[0]
+    best = np.full(N, -np.inf)
+    for j, s in enumerate(stage_objs):
+        col = stage_margins[:, j].astype(np.float64)
+        if s.margin_kind == "lower_bound":
+            ok = ~np.isnan(col)
+        elif s.margin_kind == "complete":
+            ok = ~np.isnan(col) & (decision != int(Status.FALSIFIED)) & np.isfinite(col)
+        else:
+            continue
+        best = np.where(ok & (col > best), col, best)
+    return np.where(np.isneginf(best), np.nan, best).astype(np.float32)
+
+
+def _write(out, st, settings, stages, stage_objs, attrs, device, wall):
+    final = np.where(st.decision == UNDECIDED, int(Status.UNKNOWN), st.decision).astype(np.uint8)
+    datasets = {
+        "sample_index": st.sample_index,
+        "label": st.label,
+        "pred": st.pred,
+        "nat_correct": st.nat_correct,
+        "status": final,
+        "decided_by": st.decided_by,
+        "margin_lb": best_margin_lb(st.stage_margins, final, stage_objs),
+        "stage_margins": st.stage_margins,
+        "time_s": st.time_s.astype(np.float32),
+        "stage_time_s": st.stage_time_s,
+        "stage_samples": st.stage_samples,
+    }
+    settings_d = settings.to_dict()
+    config_hash = hashlib.sha256(
+        json.dumps(
+            {"settings": settings_d, "model": attrs.get("model_sha256"), "config": attrs.get("config")},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    from ctbench.modelfile import provenance
+
+    prov = provenance()
+    root = {
+        "format": hdf5.CERTIFY_FORMAT,
+        "ctbench_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": prov.get("git_commit") or "",
+        "created_utc": prov["created_utc"],
+        **attrs,
+        "eps": settings.eps_str,
+        "eps_float": float(settings.eps),
+        "settings": settings_d,
+        "config_hash": config_hash,
+        "stages": list(stages),
+        "stage_margin_kinds": [s.margin_kind for s in stage_objs],
+        "status_enum": STATUS_MAPPING,
+        "n": int(len(final)),
+        "device": str(device),
+        "abcrown_available": bool(abcrown_available()),
+        "wall_time_s": float(wall),
+    }
+    dattrs = {
+        "stage_margins": {"stages": list(stages)},
+        "stage_time_s": {"stages": list(stages)},
+        "stage_samples": {"stages": list(stages)},
+        "status": {"mapping": STATUS_MAPPING},
+        "decided_by": {"stages": list(stages), "note": "index into stages; -1: clean check or undecided"},
+    }
+    hdf5.write_h5(out, datasets, root, dataset_attrs=dattrs)

@@ -1,0 +1,112 @@
+"""``ctbench certify`` from files: ε parsing, device, model + dataset loading and checks, provenance."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from ctbench.certify.cascade import CertifySettings, certify_model, check_writable
+from ctbench.errors import CTBenchError
+from ctbench.io import sha256_file
+
+
+def parse_eps(text: str | float) -> tuple[float, str]:
+    """``"0.1"``, ``"2/255"`` or a float → ``(value, canonical string)``; must lie in [0, 1]."""
+    s = str(text).strip()
+    try:
+        value = float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError):
+        raise CTBenchError(
+            f"cannot parse eps {text!r}; use a number like 0.1 or a fraction like 2/255"
+        ) from None
+    if not math.isfinite(value) or value < 0 or value > 1:
+        raise CTBenchError(f"eps must lie in [0, 1] (pixel space), got {text}")
+    return value, s
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise CTBenchError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CTBenchError("device cuda requested but CUDA is not available")
+    return dev
+
+
+def load_for_certification(model_path, dataset_name: str | None, split: str, data_root=None):
+    """Load ``model.pt`` and the dataset split; check that they fit. Returns (model, meta, dataset, spec)."""
+    from ctbench.data import get_spec, load_dataset
+    from ctbench.modelfile import load_model
+
+    model, meta = load_model(model_path)
+    model_ds = get_spec(meta["dataset"])
+    name = dataset_name or meta["dataset"]
+    spec = get_spec(name)
+    if tuple(spec.shape) != tuple(model_ds.shape) or spec.num_classes != model_ds.num_classes:
+        raise CTBenchError(
+            f"dataset {name} (shape {tuple(spec.shape)}, {spec.num_classes} classes) does not fit "
+            f"the model, trained on {meta['dataset']} (shape {tuple(model_ds.shape)}, "
+            f"{model_ds.num_classes} classes)"
+        )
+    dataset = load_dataset(name, split, data_root, augment=False)
+    return model, meta, dataset, spec
+
+
+def select_indices(n_total: int, start: int, n: int | None) -> range:
+    if start < 0 or start >= n_total:
+        raise CTBenchError(f"--start {start} is outside the split (0..{n_total - 1})")
+    if n is not None and n < 1:
+        raise CTBenchError(f"--n must be >= 1, got {n}")
+    stop = n_total if n is None else min(n_total, start + n)
+    return range(start, stop)
+
+
+def model_attrs(model_path, meta: dict, dataset: str, split: str) -> dict:
+    cfg = meta.get("config") or {}
+    prov = meta.get("provenance") or {}
+    return {
+        "model_file": str(model_path),
+        "model_sha256": sha256_file(model_path),
+        "model": meta["model"],
+        "model_dataset": meta["dataset"],
+        "dataset": dataset,
+        "split": split,
+        "method": str(cfg.get("method", prov.get("method", ""))),
+        "seed": str(cfg.get("seed", prov.get("seed", ""))),
+        "config": cfg,
+        "model_provenance": prov,
+    }
+
+
+def certify_file(
+    model_path,
+    out,
+    *,
+    eps: str | float,
+    dataset: str | None = None,
+    split: str = "test",
+    n: int | None = None,
+    start: int = 0,
+    device: str = "auto",
+    data_root=None,
+    hook=None,
+    **settings,
+) -> dict:
+    """``ctbench certify``: model file + dataset split + ε + settings → ``out`` (certify.h5)."""
+    value, text = parse_eps(eps)
+    s = CertifySettings(eps=value, eps_str=text, **settings)
+    dev = resolve_device(device)
+    out = Path(out)
+    check_writable(out)
+    model, meta, ds, spec = load_for_certification(model_path, dataset, split, data_root)
+    indices = select_indices(len(ds), start, n)
+    attrs = model_attrs(model_path, meta, spec.name, split)
+    return certify_model(
+        model, ds, indices, s, out, num_classes=spec.num_classes, attrs=attrs, device=dev, hook=hook
+    )

@@ -1,0 +1,289 @@
+"""The stages of the certification cascade, by name in :data:`CERTIFY_STAGES`.
+
+A stage gets the still-undecided samples of a batch (:class:`Batch`) and returns, per sample, a
+decision (a :class:`~ctbench.certify.status.Status` value, or ``-1`` = still undecided) and a margin
+(NaN where not computed):
+
+============  =======  ===============================================================================
+stage         kind     decision / margin
+============  =======  ===============================================================================
+IBP           batch    certified if the IBP lower bound of every margin ``z_y − z_i`` is > 0; margin =
+CROWN-IBP     batch    the (sound) lower bound of the smallest margin. Near-zero decisions
+CROWN         batch    (``0 < margin ≤ recheck_threshold``) are recomputed in float64 on a double copy
+alpha-CROWN   batch    of the model with the float64 box; certified only if still > 0.
+PGD           batch    falsified if PGD (random start, restarts, best point) finds a point of the ε-box
+                       whose margin is < 0 in float32 *and* float64; margin = smallest margin found.
+BaB           sample   branch-and-bound (``bab.py``): certified / falsified / timeout; margin = proven
+                       lower bound, or the counterexample's margin.
+MILP          sample   exact MILP (``milp.py``), for small networks; as BaB.
+abCROWN       sample   alpha-beta-CROWN, only if importable (detected, never required; see below).
+============  =======  ===============================================================================
+
+All stages see the model in eval mode (BatchNorm with population statistics).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ctbench.bounds import compute_bounds, margin_spec
+from ctbench.certify.status import Status
+from ctbench.errors import CTBenchError
+from ctbench.registry import Registry
+
+UNDECIDED = -1
+
+
+@dataclass
+class Batch:
+    """Undecided samples of one batch. Boxes: float64 exact, float32 rounded outward (bounds) and
+    inward (attacks), so every bound covers the true ε-ball and every attack point lies inside it."""
+
+    x: torch.Tensor  # (n, *in) float32
+    y: torch.Tensor  # (n,) int64
+    lower64: torch.Tensor
+    upper64: torch.Tensor
+    lower_out: torch.Tensor
+    upper_out: torch.Tensor
+    lower_in: torch.Tensor
+    upper_in: torch.Tensor
+    sample_index: np.ndarray
+
+    def subset(self, idx: torch.Tensor) -> Batch:
+        i = idx.cpu().numpy()
+        return Batch(
+            *(
+                getattr(self, f)[idx]
+                for f in ("x", "y", "lower64", "upper64", "lower_out", "upper_out", "lower_in", "upper_in")
+            ),
+            sample_index=self.sample_index[i],
+        )
+
+
+@dataclass
+class Context:
+    """What every stage may use: the float32 model, a lazily built float64 copy, the settings."""
+
+    model: torch.nn.Module
+    num_classes: int
+    settings: object  # CertifySettings (cascade.py)
+    device: torch.device
+    _model64: torch.nn.Module | None = field(default=None, repr=False)
+    _model64_cpu: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def model64(self) -> torch.nn.Module:
+        if self._model64 is None:
+            import copy
+
+            m = copy.deepcopy(self.model).double().eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            self._model64 = m
+        return self._model64
+
+    @property
+    def model64_cpu(self) -> torch.nn.Module:
+        """The float64 copy on the CPU (complete verifiers), separate from :attr:`model64`'s device."""
+        if self._model64_cpu is None:
+            import copy
+
+            self._model64_cpu = copy.deepcopy(self.model64).cpu()
+        return self._model64_cpu
+
+
+@dataclass
+class StageResult:
+    decision: np.ndarray  # (n,) int, UNDECIDED or a Status value
+    margin: np.ndarray  # (n,) float64, NaN where not computed
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str  # "batch" (vectorised over the batch) or "sample" (one sample at a time, timeout)
+    #: batch: ``fn(ctx, Batch) -> StageResult``;
+    #: sample: ``fn(ctx, Batch of 1, deadline) -> (decision, margin)``
+    run: object
+    margin_kind: str  # "lower_bound", "attack", "complete"
+
+
+CERTIFY_STAGES: Registry[Stage] = Registry("certify stage")
+
+
+def _register(stage: Stage) -> Stage:
+    CERTIFY_STAGES.register(stage.name)(stage)
+    return stage
+
+
+# -- bound stages --------------------------------------------------------------------------------
+
+
+def _bound_options(method: str, settings) -> dict:
+    if method == "alpha-CROWN":
+        return {"iterations": settings.alpha_iterations, "lr": settings.alpha_lr}
+    return {}
+
+
+def bound_stage(method: str, status: Status) -> Stage:
+    def run(ctx: Context, b: Batch) -> StageResult:
+        s = ctx.settings
+        opts = _bound_options(method, s)
+        with torch.no_grad() if method != "alpha-CROWN" else torch.enable_grad():
+            C = margin_spec(b.y, ctx.num_classes, dtype=b.lower_out.dtype)
+            lb, _ = compute_bounds(ctx.model, b.lower_out, b.upper_out, method, C, bound_upper=False, **opts)
+        m = lb.detach().min(1).values.double()
+        near = (m > 0) & (m <= s.recheck_threshold)
+        if bool(near.any()):  # float64 re-check of near-zero decisions
+            idx = near.nonzero().flatten()
+            C64 = margin_spec(b.y[idx], ctx.num_classes, dtype=torch.float64)
+            with torch.no_grad() if method != "alpha-CROWN" else torch.enable_grad():
+                lb64, _ = compute_bounds(
+                    ctx.model64, b.lower64[idx], b.upper64[idx], method, C64, bound_upper=False, **opts
+                )
+            m[idx] = lb64.detach().min(1).values
+        m = m.cpu().numpy()
+        decision = np.where(m > 0, int(status), UNDECIDED)  # NaN > 0 is False
+        return StageResult(decision, m)
+
+    return Stage(method, "batch", run, "lower_bound")
+
+
+for _method, _status in (
+    ("IBP", Status.CERTIFIED_IBP),
+    ("CROWN-IBP", Status.CERTIFIED_CROWN_IBP),
+    ("CROWN", Status.CERTIFIED_CROWN),
+    ("alpha-CROWN", Status.CERTIFIED_ALPHA_CROWN),
+):
+    _register(bound_stage(_method, _status))
+
+
+# -- attack stage -----------------------------------------------------------------------------------
+
+
+def min_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Smallest margin ``z_y − max_{i≠y} z_i`` (B,)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return true - other.amax(1)
+
+
+def confirmed_counterexample(ctx: Context, x_adv: torch.Tensor, y: torch.Tensor, lower64, upper64):
+    """(B,) bool: x_adv lies in the float64 ε-box and its margin is < 0 in float32 and float64; + margins."""
+    with torch.no_grad():
+        m32 = min_margin(ctx.model(x_adv), y)
+        xd = x_adv.double()
+        inside = ((xd >= lower64) & (xd <= upper64)).flatten(1).all(1)
+        m64 = min_margin(ctx.model64(xd), y)
+    return inside & (m32 < 0) & (m64 < 0), m32.double()
+
+
+def _pgd(ctx: Context, b: Batch) -> StageResult:
+    from ctbench.attacks import pgd_attack
+
+    s = ctx.settings
+    x_adv = pgd_attack(
+        ctx.model,
+        b.x,
+        b.y,
+        b.lower_in,
+        b.upper_in,
+        steps=s.pgd_steps,
+        restarts=s.pgd_restarts,
+        loss=s.pgd_loss,
+    )
+    broken, m = confirmed_counterexample(ctx, x_adv, b.y, b.lower64, b.upper64)
+    decision = np.where(broken.cpu().numpy(), int(Status.FALSIFIED), UNDECIDED)
+    return StageResult(decision, m.cpu().numpy())
+
+
+_register(Stage("PGD", "batch", _pgd, "attack"))
+
+
+# -- complete stages ----------------------------------------------------------------------------------
+
+
+def _complete(verify, status: Status):
+    def run(ctx: Context, b: Batch, deadline: float) -> tuple[int, float]:
+        C = margin_spec(b.y.cpu(), ctx.num_classes, dtype=torch.float64)
+        model64 = ctx.model64_cpu
+        res = verify(ctx, model64, b.lower64.cpu(), b.upper64.cpu(), C, deadline)
+        if res.status == "verified" and res.margin > 0:
+            return int(status), res.margin
+        if res.status == "falsified":  # the verifier checked the point: in the box, float64 margin < 0
+            return int(Status.FALSIFIED), res.margin
+        if res.status == "timeout":
+            return int(Status.TIMEOUT), res.margin
+        return UNDECIDED, res.margin
+
+    return run
+
+
+def _bab(ctx, model64, lo, hi, C, deadline):
+    from ctbench.certify.bab import bab_verify
+
+    s = ctx.settings
+    return bab_verify(
+        model64,
+        lo,
+        hi,
+        C,
+        deadline=deadline,
+        batch=s.bab_batch,
+        intermediate=s.bab_intermediate,
+        alpha_iterations=s.bab_alpha_iterations,
+        alpha_lr=s.alpha_lr,
+        max_domains=s.bab_max_domains,
+    )
+
+
+def _milp(ctx, model64, lo, hi, C, deadline):
+    from ctbench.certify.milp import milp_verify
+
+    return milp_verify(model64, lo, hi, C, deadline=deadline, tol=ctx.settings.milp_tol)
+
+
+_register(Stage("BaB", "sample", _complete(_bab, Status.CERTIFIED_BAB), "complete"))
+_register(Stage("MILP", "sample", _complete(_milp, Status.CERTIFIED_MILP), "complete"))
+
+
+def abcrown_available() -> bool:
+    """True if alpha-beta-CROWN's ``complete_verifier`` package can be imported (never required)."""
+    return (
+        importlib.util.find_spec("complete_verifier") is not None
+        or importlib.util.find_spec("abcrown") is not None
+    )
+
+
+def _abcrown(ctx, b, deadline):
+    raise CTBenchError(
+        "the abCROWN stage found alpha-beta-CROWN importable, but calling it is not implemented "
+        "yet; remove abCROWN from --stages"
+    )
+
+
+_register(Stage("abCROWN", "sample", _abcrown, "complete"))
+
+#: The default cascade (paper-era order: bounds, attack, complete verification).
+DEFAULT_STAGES = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB", "MILP")
+
+
+def check_stages(names) -> tuple[str, ...]:
+    """Validate a stage list (known names, no duplicates); returns it as a tuple."""
+    names = tuple(n.strip() for n in names if n.strip())
+    if not names:
+        raise CTBenchError("no certification stages given")
+    for n in names:
+        CERTIFY_STAGES.get(n)
+    if len(set(names)) != len(names):
+        raise CTBenchError(f"duplicate certification stage in {','.join(names)}")
+    return names
+
+
+def timer() -> float:
+    return time.perf_counter()

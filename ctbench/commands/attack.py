@@ -1,0 +1,57 @@
+"""``ctbench attack``: PGD (with restarts) or AutoAttack on a model file → ``attack.h5``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attack", help="adversarial accuracy by PGD or AutoAttack", description=__doc__)
+    p.add_argument("--model", type=Path, required=True, help="model file (model.pt)")
+    p.add_argument("--eps", required=True, help="L∞ radius in [0,1] pixel space, e.g. 0.1 or 2/255")
+    p.add_argument(
+        "--attack", default="pgd", help="pgd, autoattack, or both comma-separated (default: %(default)s)"
+    )
+    p.add_argument("--steps", type=int, default=200, help="PGD steps (default 200)")
+    p.add_argument("--restarts", type=int, default=5, help="PGD restarts (default 5)")
+    p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="PGD loss (default: %(default)s)")
+    p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
+    p.add_argument("--dataset", help="dataset (default: the model's)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=int, help="number of samples (default: all)")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--out", type=Path, default=Path("attack.h5"), help="output file (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from ctbench.certify.attack import attack_file
+
+    res = attack_file(
+        args.model,
+        args.out,
+        eps=args.eps,
+        attack=args.attack,
+        steps=args.steps,
+        restarts=args.restarts,
+        loss=args.loss,
+        dataset=args.dataset,
+        split=args.split,
+        n=args.n,
+        start=args.start,
+        batch_size=args.batch,
+        device=args.device,
+        certificates=args.certificates,
+        seed=args.seed,
+        data_root=args.data_root,
+    )
+    print(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+    return 0
