@@ -26,7 +26,10 @@ from ctbench.data import load_dataset, make_loader
 from ctbench.errors import CTBenchError
 from ctbench.methods import create_method, get_method, input_box, method_names
 from ctbench.methods.cc_ibp import CCIBP
-from ctbench.methods.crown_ibp import stable_loss_fusion
+from ctbench.bounds.ibp import ibp_forward
+from ctbench.bounds.layers import parse_model
+from ctbench.bounds.linear import backsub_lower
+from ctbench.bounds.spec import loss_fusion_terms
 from ctbench.methods.exp_ibp import ExpIBP
 from ctbench.methods.sabr import small_box
 from ctbench.methods.taps import GradScale, RectifiedLinearLink, latent_pivots, margins, split_classifier
@@ -144,16 +147,32 @@ def test_bound_losses_upper_bound_clean_ce(batches, name, train_mode):
         unfreeze_bn(model)
 
 
+def _naive_loss_fusion(model, lower, upper, y):
+    """The textbook formula without rescaling (Xu et al. 2020; original-implementation.md §2), as reference."""
+    layers = parse_model(model)
+    c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
+    C = margin_spec(y, 10, dtype=lower.dtype)
+    c, r, relu_bounds, _ = ibp_forward(layers, c_in, r_in, C)
+    l, u = c - r, c + r
+    el, eu = torch.exp(-l), torch.exp(-u)
+    slope = (eu - el) / (u - l + 1e-10)
+    offset = 1.0 + (el - slope * l).sum(1)
+    C_lf = -(slope.unsqueeze(-1) * C).sum(1, keepdim=True)
+    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in).squeeze(1)
+    return torch.log(torch.clamp(offset - lb, min=1e-5))
+
+
 def test_stable_loss_fusion_equals_bounds_module_and_never_overflows(batches):
-    """The rescaled loss fusion is the same function as ``ctbench.bounds.loss_fusion_crown_ibp`` (value and
-    gradient, float64, where the latter is finite) and stays finite where ``e^{−l}`` overflows in float32."""
+    """The rescaled loss fusion equals the textbook formula (value and gradient, float64, where the latter
+    is finite), ``loss_fusion_crown_ibp`` is it, and it stays finite where ``e^{−l}`` overflows in float32."""
     x, y = batches[0]
     _, model, _ = _setup("crown_ibp", dtype=torch.float64)
     clean_forward_and_freeze_bn(model, x.double())
     try:
         lower, upper = input_box(x.double(), 0.005)
-        ref = loss_fusion_crown_ibp(model, lower, upper, y, reduction="none")
-        ours, lb_ibp, bounds = stable_loss_fusion(model, lower, upper, y)
+        ref = _naive_loss_fusion(model, lower, upper, y)
+        ours, lb_ibp, bounds = loss_fusion_terms(model, lower, upper, y)
+        torch.testing.assert_close(loss_fusion_crown_ibp(model, lower, upper, y, reduction="none"), ours)
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
         g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()), retain_graph=True)
         g_ours = torch.autograd.grad(ours.sum(), list(model.parameters()), retain_graph=True)
@@ -168,7 +187,7 @@ def test_stable_loss_fusion_equals_bounds_module_and_never_overflows(batches):
     try:
         lower, upper = input_box(x, 0.1)
         with torch.no_grad():
-            ours, lb_ibp, _ = stable_loss_fusion(model32, lower, upper, y)
+            ours, lb_ibp, _ = loss_fusion_terms(model32, lower, upper, y)
             assert float(lb_ibp.min()) < -89  # e^{-l} overflows float32 here
             clean = F.cross_entropy(model32(x), y, reduction="none")
         assert torch.isfinite(ours).all() and (ours >= clean).all()

@@ -4,8 +4,7 @@ Analysis for Scalable Certified Robustness and Beyond", NeurIPS 2020). CTBench's
 ``DeepPolyModelWrapper(use_dp_box=True, loss_fusion=True)``; paper §3.2 ("we refer to this variant as
 CROWN-IBP").
 
-Robust loss in training (:func:`stable_loss_fusion`, the value of
-:func:`ctbench.bounds.loss_fusion_crown_ibp` computed without overflow): IBP pre-activation bounds for
+Robust loss in training (:func:`ctbench.bounds.spec.loss_fusion_terms`, overflow-free): IBP pre-activation bounds for
 every ReLU, IBP bounds ``[l_j, u_j]`` of the margins, the chord of ``exp(−m)`` gives one linear
 specification row ``C_lf`` whose CROWN lower bound ``lb`` yields ``L_rob = log(offset − lb)`` ≥ the
 worst-case cross-entropy — one back-substitution instead of K−1. No IBP/CROWN-IBP mixing (no β
@@ -36,42 +35,10 @@ from ctbench.bounds import (
     margin_spec,
     robust_ce_from_margin_bounds,
 )
-from ctbench.bounds.ibp import ibp_forward
-from ctbench.bounds.layers import check_box, parse_model
-from ctbench.bounds.linear import backsub_lower
+from ctbench.bounds.spec import loss_fusion_terms
 from ctbench.methods import METHODS
 from ctbench.methods.base import TrainingMethod
 from ctbench.methods.ibp import num_classes
-
-
-def stable_loss_fusion(model, lower, upper, y):
-    """Loss-fusion CROWN-IBP, per sample (b,), plus the IBP margin bounds (b, K−1) and the IBP layer
-    bounds of the same pass (warm-up regularizer format).
-
-    Same value as :func:`ctbench.bounds.loss_fusion_crown_ibp` (mathematically; tested), but computed
-    with the exponentials rescaled by ``e^{−M}``, ``M = max(0, max_j −l_j)`` (a constant): the chord
-    slopes, the offset and — the CROWN lower bound being positively homogeneous in the specification
-    row — the back-substituted bound all scale by ``e^{−M}``, so ``log(offset − lb) = M + log(õ − lb̃)``
-    without overflowing ``e^{−l_j}`` when the IBP margin bounds are below about −88 (float32), which
-    happens at initialisation with BatchNorm already at ε ≈ 0.02 on MNIST.
-    """
-    check_box(lower, upper)
-    layers = parse_model(model)
-    c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
-    C = margin_spec(y, num_classes(model), dtype=lower.dtype)
-    c, r, relu_bounds, input_bounds = ibp_forward(layers, c_in, r_in, C, store=True)
-    l, u = c - r, c + r  # (b, K-1) IBP bounds of the margins
-    M = (-l).amax(1, keepdim=True).clamp(min=0).detach()  # (b, 1)
-    el, eu = torch.exp(-l - M), torch.exp(-u - M)
-    slope = (eu - el) / (u - l + 1e-10)  # original chord slopes times e^{-M}
-    offset = torch.exp(-M.squeeze(1)) + (el - slope * l).sum(1)
-    C_lf = -(slope.unsqueeze(-1) * C).sum(1, keepdim=True)  # (b, 1, K)
-    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in).squeeze(1)
-    floor = (1e-5 * torch.exp(-M.squeeze(1))).clamp(min=torch.finfo(lower.dtype).tiny)
-    loss = M.squeeze(1) + torch.log(torch.maximum(offset - lb, floor))
-    bounds = [input_bounds if input_bounds is not None else (lower, upper)]
-    bounds += [relu_bounds[i] for i in sorted(relu_bounds)]
-    return loss, l, bounds
 
 
 @METHODS.register("crown_ibp")
@@ -82,7 +49,7 @@ class CrownIBP(TrainingMethod):
     def robust_loss(self, model, x, y, eps, lower, upper):
         if not model.training:
             return self.eval_loss(model, lower, upper, y)
-        loss, lb_ibp, bounds = stable_loss_fusion(model, lower, upper, y)
+        loss, lb_ibp, bounds = loss_fusion_terms(model, lower, upper, y)
         self.store_bounds(bounds)
         return loss.mean(), certified_from_margin_bounds(lb_ibp.detach())
 
