@@ -29,7 +29,9 @@ def make_workdir(tmp: Path) -> Path:
 
 
 def snakemake(work: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Rules call the `ctbench` console script: the one installed next to this interpreter.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path}
     r = subprocess.run([*SNAKEMAKE, *args], cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}")
@@ -38,11 +40,11 @@ def snakemake(work: Path, *args: str, timeout: int = 900, check: bool = True) ->
 
 def dry_run_jobs(work: Path, *args: str) -> dict[str, list[str]]:
     """rule -> list of job descriptors (wildcards) that `snakemake -n` would run."""
-    r = snakemake(work, "-n", "--quiet", "rules", *args)
+    r = snakemake(work, *args, "-n", "--quiet", "rules")
     counts = {}
     for line in r.stdout.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
+        if m and m.group(1) not in ("total", "all"):
             counts[m.group(1)] = int(m.group(2))
     return counts
 

@@ -31,7 +31,8 @@ def _highs(time_limit: float | None):
 
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    # No "threads" option: HiGHS has one process-wide scheduler, and a Highs object whose "threads"
+    # differs from the scheduler's (set by any earlier Highs in the process) refuses to run.
     if time_limit is not None:
         h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
     return h
