@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,7 +134,8 @@ def load_candidates(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CTBenchError(f"cannot read training candidates {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CTBenchError(f"cannot read training candidates {path}: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != CANDIDATES_FORMAT:
         raise CTBenchError(f"{path} is not a ctbench training-candidates file (from `ctbench train`)")
     return payload

@@ -82,7 +82,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise CTBenchError(f"cannot read model file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CTBenchError(f"cannot read model file {path}: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CTBenchError(f"{path} is not a ctbench model file (expected format {FORMAT})")
     meta = {

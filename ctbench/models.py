@@ -191,7 +191,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 def check_supported(model: nn.Module, allowed: Sequence[type] | None = None) -> None:
     """Raise :class:`CTBenchError` if ``model`` is not a Sequential of layers the bound engine supports."""
-    allowed = tuple(allowed or (Normalization, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten))
+    default = (Normalization, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten)
+    allowed = tuple(allowed or default)
     if not isinstance(model, nn.Sequential):
         raise CTBenchError(f"expected an nn.Sequential model, got {type(model).__name__}")
     for i, layer in enumerate(model):

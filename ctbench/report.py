@@ -101,7 +101,9 @@ def seed_statistics(cells: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame, title: str) -> str:
     def fmt(v):
-        return "/" if v is None or (isinstance(v, float) and pd.isna(v)) else (f"{v:.2f}" if isinstance(v, float) else str(v))
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return "/"
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
 
     lines = [f"# {title}", "", "| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -117,7 +119,8 @@ def write_reports(cell_files: list[str | Path], literature_path: str | Path, out
                   seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``table1.csv``, ``table1.md`` and ``seeds.csv`` into ``out_dir``."""
     if not cell_files:
-        raise CTBenchError("no cell summaries given (expected results/{dataset}/{eps}/{method}/seed{seed}/metrics.json)")
+        raise CTBenchError("no cell summaries given (expected results/{dataset}/{eps}/{method}/seed{seed}/"
+                           "metrics.json)")
     cells = read_cells(cell_files)
     t1 = table1(cells, _literature(literature_path), seed)
     stats = seed_statistics(cells)

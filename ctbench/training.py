@@ -33,9 +33,9 @@ import torch
 import yaml
 
 from ctbench.checkpoint import (
+    checkpoint_matches,
     cpu_state_dict,
     get_rng_state,
-    checkpoint_matches,
     load_checkpoint,
     save_candidates,
     save_checkpoint,
@@ -46,8 +46,8 @@ from ctbench.config import config_hash, to_json
 from ctbench.io import write_text
 from ctbench.logs import progress
 from ctbench.methods import create_method
-from ctbench.select import select_model
 from ctbench.schedules import eps_schedule_from_config, make_lr_scheduler
+from ctbench.select import select_model
 from ctbench.swa import SWA, population_bn_stats
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ class TrainOptions:
     ``max_epochs`` stops after that many completed epochs (checkpoint kept, no ``model.pt``): re-run
     without it to resume. ``select`` writes ``model.pt`` after training (the DAG runs ``ctbench select``
     as its own job instead). ``on_config_change``: what to do with a checkpoint written for another
-    resolved config — ``"error"`` (default) or ``"restart"`` (the DAG: a changed cell trains afresh). ``max_steps`` caps the steps per epoch and ``subset`` uses the first N train
-    and test samples (quick runs, tests). ``dtype`` float64 is for numerical checks.
+    resolved config — ``"error"`` (default) or ``"restart"`` (the DAG: a changed cell trains afresh).
+    ``max_steps`` caps the steps per epoch and ``subset`` uses the first N train and test samples
+    (quick runs, tests). ``dtype`` float64 is for numerical checks.
     """
 
     device: str = "cpu"

@@ -21,15 +21,15 @@ from ctbench.bounds import (
     robust_ce_from_margin_bounds,
     unfreeze_bn,
 )
+from ctbench.bounds.ibp import ibp_forward
+from ctbench.bounds.layers import parse_model
+from ctbench.bounds.linear import backsub_lower
+from ctbench.bounds.spec import loss_fusion_terms
 from ctbench.config import resolve
 from ctbench.data import load_dataset, make_loader
 from ctbench.errors import CTBenchError
 from ctbench.methods import create_method, get_method, input_box, method_names
 from ctbench.methods.cc_ibp import CCIBP
-from ctbench.bounds.ibp import ibp_forward
-from ctbench.bounds.layers import parse_model
-from ctbench.bounds.linear import backsub_lower
-from ctbench.bounds.spec import loss_fusion_terms
 from ctbench.methods.exp_ibp import ExpIBP
 from ctbench.methods.sabr import small_box
 from ctbench.methods.taps import GradScale, RectifiedLinearLink, latent_pivots, margins, split_classifier

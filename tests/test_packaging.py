@@ -3,10 +3,10 @@
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from ctbench.cli import COMMANDS, main
 
@@ -83,3 +83,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("ctbench: error: invalid eps"), r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_ruff_clean():
+    """The README's lint command (`ruff check .`) passes."""
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]

@@ -4,8 +4,8 @@ population statistics, SWA / selection, kill-and-resume determinism and the ``ct
 from __future__ import annotations
 
 import copy
-import json
 import importlib.util
+import json
 import math
 
 import pytest

@@ -34,7 +34,8 @@ def snakemake(work: Path, *args: str, timeout: int = 900, check: bool = True) ->
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path}
     r = subprocess.run([*SNAKEMAKE, *args], cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
+                             f"{r.stderr[-6000:]}")
     return r
 
 
