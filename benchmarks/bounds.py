@@ -1,0 +1,275 @@
+"""Cost of certified-training steps: ctbench's native bound engine vs auto_LiRPA, CNN7 on CIFAR shapes.
+
+Each *training* row is one full step — clean forward (which sets the BatchNorm statistics), bounds,
+loss, backward — and is reported as a ratio to the standard step (forward + cross-entropy + backward).
+The paper's cost model (CTBench Table 11) puts IBP at 2T and CROWN-IBP with loss fusion (Xu et al.
+2020) at 4T. The *certification* rows bound all K−1 margins with CROWN-IBP, lower bounds only, in
+eval mode without autograd.
+
+Rows (auto_LiRPA rows print "unavailable" when it is not installed):
+
+==========================  ===================================================================
+standard                    ``CE(model(x), y)`` + backward (BatchNorm in train mode)
+ctbench IBP                 clean_forward_and_freeze_bn + IBP margins + robust CE + backward
+ctbench LF CROWN-IBP        clean_forward_and_freeze_bn + loss_fusion_crown_ibp + backward
+auto_LiRPA IBP              BoundedModule forward (batch statistics) + IBP margins + robust CE + backward
+auto_LiRPA LF CROWN-IBP     CrossEntropyWrapper loss fusion (auto_LiRPA's cifar_training recipe) + backward
+cert ctbench CROWN-IBP      eval, no_grad, lower bounds of the K−1 margins
+cert auto_LiRPA CROWN-IBP   the same through auto_LiRPA
+==========================  ===================================================================
+
+Measurements are interleaved (each repeat runs every row once, round-robin) after one warm-up round
+(which also builds auto_LiRPA's BoundedModules), and the median of ``--repeats`` is reported.
+
+Usage::
+
+    python benchmarks/bounds.py --repeats 5            # CNN7, batch 128 (minutes on a CPU)
+    python benchmarks/bounds.py --small --json --repeats 1   # seconds: smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+
+from ctbench.bounds import (
+    clean_forward_and_freeze_bn,
+    compute_bounds,
+    lirpa,
+    loss_fusion_crown_ibp,
+    margin_spec,
+    robust_ce_from_margin_bounds,
+    unfreeze_bn,
+)
+from ctbench.models import InputSpec, cnn7
+
+logger = logging.getLogger(__name__)
+
+CIFAR = InputSpec((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), name="cifar10")
+SMALL = InputSpec((3, 16, 16), 10, CIFAR.mean, CIFAR.std, name="small")
+
+#: Targets checked at the end: (description, predicate on the results dict).
+TARGET_TEXT = {
+    "ibp_ratio": "ctbench IBP <= 2.1x standard",
+    "ibp_vs_lirpa": "ctbench IBP no slower than auto_LiRPA IBP",
+    "lf_ratio": "ctbench LF CROWN-IBP <= 4.0x standard",
+    "lf_speedup": "ctbench LF CROWN-IBP >= 1.3x faster than auto_LiRPA's",
+    "cert_speedup": "ctbench all-margins CROWN-IBP >= 1.3x faster than auto_LiRPA's",
+}
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callable[[], None] | None]:
+    """One closure per row; each runs a complete step. None where auto_LiRPA is unavailable."""
+    K = CIFAR.num_classes
+    C = margin_spec(y, K, dtype=x.dtype)
+
+    def zero():
+        model.zero_grad(set_to_none=True)
+
+    def standard():
+        zero()
+        model.train()
+        F.cross_entropy(model(x), y).backward()
+
+    def ctbench_ibp():
+        zero()
+        model.train()
+        clean_forward_and_freeze_bn(model, x)
+        try:
+            lb, _ = compute_bounds(model, lower, upper, "IBP", C)
+            robust_ce_from_margin_bounds(lb).backward()
+        finally:
+            unfreeze_bn(model)
+
+    def ctbench_lf():
+        zero()
+        model.train()
+        clean_forward_and_freeze_bn(model, x)
+        try:
+            loss_fusion_crown_ibp(model, lower, upper, y).backward()
+        finally:
+            unfreeze_bn(model)
+
+    def lirpa_ibp():
+        zero()
+        model.train()
+        lb, _ = lirpa.compute_bounds_lirpa(model, lower, upper, "IBP", C, x=x)
+        robust_ce_from_margin_bounds(lb).backward()
+
+    def lirpa_lf():
+        zero()
+        model.train()
+        lirpa.lirpa_loss_fusion(model, lower, upper, y, x=x).backward()
+
+    def cert_ctbench():
+        model.eval()
+        with torch.no_grad():
+            compute_bounds(model, lower, upper, "CROWN-IBP", C, bound_upper=False)
+
+    def cert_lirpa():
+        model.eval()
+        with torch.no_grad():
+            lirpa.compute_bounds_lirpa(model, lower, upper, "CROWN-IBP", C, bound_upper=False)
+
+    return {
+        "standard": standard,
+        "ctbench IBP": ctbench_ibp,
+        "ctbench LF CROWN-IBP": ctbench_lf,
+        "auto_LiRPA IBP": lirpa_ibp if have_lirpa else None,
+        "auto_LiRPA LF CROWN-IBP": lirpa_lf if have_lirpa else None,
+        "cert ctbench CROWN-IBP": cert_ctbench,
+        "cert auto_LiRPA CROWN-IBP": cert_lirpa if have_lirpa else None,
+    }
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    spec = SMALL if args.small else CIFAR
+    batch = args.batch if args.batch is not None else (8 if args.small else 128)
+    torch.manual_seed(0)
+    model = (cnn7(spec, width=8, linear=32) if args.small else cnn7(spec)).to(device)
+    x = torch.rand(batch, *spec.shape, device=device)
+    y = torch.randint(0, spec.num_classes, (batch,), device=device)
+    lower, upper = (x - args.eps).clamp(0, 1), (x + args.eps).clamp(0, 1)
+
+    have_lirpa = lirpa.lirpa_available()
+    if have_lirpa:
+        lirpa.self_check()
+    steps = make_steps(model, x, y, lower, upper, have_lirpa)
+    active = {k: f for k, f in steps.items() if f is not None}
+
+    for fn in active.values():  # warm-up (auto_LiRPA builds its graphs here)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in active}
+    for r in range(args.repeats):
+        for name, fn in active.items():  # round-robin: drift hits every row alike
+            times[name].append(timed(fn, device))
+        logger.info("repeat %d/%d done", r + 1, args.repeats)
+
+    base = statistics.median(times["standard"])
+    rows = {}
+    for name in steps:
+        if name not in times:
+            rows[name] = None
+            continue
+        med = statistics.median(times[name])
+        rows[name] = {"median_s": med, "ratio": med / base, "times_s": times[name]}
+
+    def speedup(ours: str, theirs: str):
+        if rows.get(theirs) is None:
+            return None
+        return rows[theirs]["median_s"] / rows[ours]["median_s"]
+
+    speedups = {
+        "IBP": speedup("ctbench IBP", "auto_LiRPA IBP"),
+        "LF CROWN-IBP": speedup("ctbench LF CROWN-IBP", "auto_LiRPA LF CROWN-IBP"),
+        "cert CROWN-IBP": speedup("cert ctbench CROWN-IBP", "cert auto_LiRPA CROWN-IBP"),
+    }
+    targets = {
+        "ibp_ratio": rows["ctbench IBP"]["ratio"] <= 2.1,
+        "ibp_vs_lirpa": None if speedups["IBP"] is None else speedups["IBP"] >= 1.0,
+        "lf_ratio": rows["ctbench LF CROWN-IBP"]["ratio"] <= 4.0,
+        "lf_speedup": None if speedups["LF CROWN-IBP"] is None else speedups["LF CROWN-IBP"] >= 1.3,
+        "cert_speedup": None if speedups["cert CROWN-IBP"] is None else speedups["cert CROWN-IBP"] >= 1.3,
+    }
+    return {
+        "machine": machine_info(device),
+        "config": {"model": "cnn7" + ("-small" if args.small else ""), "input": list(spec.shape),
+                   "batch": batch, "eps": args.eps, "repeats": args.repeats, "bn": "train, clean-batch stats",
+                   "auto_lirpa": have_lirpa},
+        "results": rows,
+        "speedups": speedups,
+        "targets": targets,
+    }
+
+
+def print_report(res: dict) -> None:
+    m, c = res["machine"], res["config"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), device {m['device']}, "
+          f"torch {m['torch']}, {m['date_utc']}")
+    print(f"model {c['model']} input {c['input']} batch {c['batch']} eps {c['eps']:.5f}, "
+          f"median of {c['repeats']} (interleaved, after warm-up)")
+    print(f"{'row':28s} {'median s':>10s} {'x standard':>11s}")
+    for name, row in res["results"].items():
+        if row is None:
+            print(f"{name:28s} {'unavailable':>10s}")
+        else:
+            print(f"{name:28s} {row['median_s']:10.3f} {row['ratio']:10.2f}x")
+    print("speedup of ctbench over auto_LiRPA:")
+    for name, s in res["speedups"].items():
+        print(f"  {name:26s} " + ("unavailable" if s is None else f"{s:.2f}x"))
+    print("targets:")
+    for key, ok in res["targets"].items():
+        print(f"  [{'n/a' if ok is None else ('ok' if ok else 'MISSED')}] {TARGET_TEXT[key]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 128; 8 with --small)")
+    p.add_argument("--eps", type=float, default=2 / 255)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--small", action="store_true", help="tiny CNN7 (width 8) on 16x16 inputs: a smoke run")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bounds.py: error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    res = run(args)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_report(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
