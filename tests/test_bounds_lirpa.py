@@ -39,7 +39,7 @@ from ctbench.nn import Normalization
 HAVE_LIRPA = importlib.util.find_spec("auto_LiRPA") is not None
 needs_lirpa = pytest.mark.skipif(
     not HAVE_LIRPA,
-    reason="auto_LiRPA not installed (pip install --no-deps auto-lirpa==0.3 && pip install appdirs)",
+    reason="auto_LiRPA not installed (pip install --no-deps auto-lirpa==0.3 && pip install appdirs packaging)",
 )
 K = 10
 METHODS = ["IBP", "CROWN-IBP", "CROWN"]

@@ -7,7 +7,7 @@ fusion*. ctbench uses it as an independent cross-check of the native engine and 
 
 Installation is a separate, documented step (PyPI's only release, 0.3, pins torch<1.13)::
 
-    pip install --no-deps auto-lirpa==0.3 && pip install appdirs
+    pip install --no-deps auto-lirpa==0.3 && pip install appdirs packaging
 
 Compatibility fixes
 -------------------
@@ -70,7 +70,7 @@ _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install --no-deps auto-lirpa==0.3 && pip install appdirs"
+INSTALL_HINT = "pip install --no-deps auto-lirpa==0.3 && pip install appdirs packaging"
 UNAVAILABLE_MESSAGE = f"auto_LiRPA backend unavailable: install it with `{INSTALL_HINT}` (see README)"
 
 #: ctbench bound-method names → auto_LiRPA ``compute_bounds(method=...)`` names.
