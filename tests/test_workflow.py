@@ -200,3 +200,20 @@ def test_slurm_profile_on_a_real_cluster(tiny_run, tmp_path):
                 assert a[key] == b[key], (cell, key, a[key], b[key])
     finally:
         subprocess.run(["bash", str(up), "down"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_demo_config_plans_the_whole_pipeline(tmp_path):
+    """config/demo.yaml (the README's demo) validates and plans every stage for its 6 methods."""
+    work = make_workdir(tmp_path)
+    counts = dry_run_jobs(work, "--configfile", "config/demo.yaml")
+    assert counts == {"prepare_data": 1, "train": 6, "select": 6, "certify": 6, "attack": 6, "summarize": 6,
+                      "report": 1}, counts
+
+
+@pytest.mark.slow
+def test_demo_runs_and_writes_table1(tmp_path):
+    """The README's demo command end to end (about 10 minutes on 2 cores; -m slow)."""
+    work = make_workdir(tmp_path)
+    snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
+    table = pd.read_csv(work / "results/table1.csv", dtype={"eps": str})
+    assert len(table) == 6 and (table.cert <= table.adv + 1e-9).all() and (table.adv <= table.nat + 1e-9).all()
