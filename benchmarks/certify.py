@@ -25,50 +25,10 @@ import torch
 
 
 def train_model(out: Path, train_samples: int, epochs: int, eps: float) -> Path:
-    """IBP-train cnn_small on mnist_mini (ctbench bound engine, clean-batch BN, linear ε ramp)."""
-    import torch.nn.functional as F
-    from torch.utils.data import Subset
+    """IBP-train cnn_small on mnist_mini with ctbench's trainer (``ctbench.training.train_ibp_model``)."""
+    from ctbench.training import train_ibp_model
 
-    from ctbench.bounds import (
-        clean_forward_and_freeze_bn,
-        ibp_bounds,
-        margin_spec,
-        robust_ce_from_margin_bounds,
-        unfreeze_bn,
-    )
-    from ctbench.data import load_dataset, make_loader
-    from ctbench.modelfile import save_model
-    from ctbench.models import create_model
-
-    torch.manual_seed(0)
-    train = load_dataset("mnist_mini", "train")
-    train = Subset(train, range(min(train_samples, len(train))))
-    model = create_model("cnn_small", "mnist_mini", init="ibp", seed=0)
-    loader = make_loader(train, 128, shuffle=True, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ramp, step = max(epochs - 1, 0) * len(loader), 0
-    for _ in range(epochs):
-        model.train()
-        for x, y in loader:
-            e = eps if ramp == 0 else eps * min(1.0, step / ramp)
-            logits = clean_forward_and_freeze_bn(model, x)
-            lb, _ = ibp_bounds(model, (x - e).clamp(0, 1), (x + e).clamp(0, 1), margin_spec(y, 10))
-            loss = 0.5 * F.cross_entropy(logits, y) + 0.5 * robust_ce_from_margin_bounds(lb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            unfreeze_bn(model)
-            step += 1
-    path = out / "model.pt"
-    save_model(
-        path,
-        model.eval(),
-        model_name="cnn_small",
-        dataset="mnist_mini",
-        config={"method": "ibp", "eps": eps, "seed": 0, "epochs": epochs},
-    )
-    return path
+    return train_ibp_model(out, train_samples=train_samples, epochs=epochs, eps=eps)
 
 
 def main(argv=None) -> int:

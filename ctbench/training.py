@@ -324,3 +324,20 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
     if opts.select:
         summary.update(select_model(cand_path, out / "model.pt"))
     return summary
+
+
+def train_ibp_model(out_dir: str | Path, *, train_samples: int, epochs: int, eps: float, seed: int = 0) -> Path:
+    """A small IBP-trained model for tests, benchmarks and examples: ``cnn_small`` on ``mnist_mini``
+    (first ``train_samples`` images), ε ramped (smooth schedule) over all but the last epoch, w_rob 0.5,
+    Adam 1e-3; the MNIST 0.1 setting otherwise. Returns the path of ``model.pt``."""
+    from ctbench.config import resolve
+
+    overrides = {
+        "model": "cnn_small", "epochs": epochs, "eps_start_epoch": 0, "eps_end_epoch": max(epochs - 1, 0),
+        "lr": 1e-3, "lr_milestones": [epochs], "batch_size": 128, "w_rob": 0.5, "train_eps": repr(float(eps)),
+        "l1": 0.0,
+    }
+    config = resolve(("mnist_mini", "0.1"), "ibp", overrides, seed=seed)
+    config["dataset"] = "mnist_mini"
+    train(config, out_dir, TrainOptions(subset=train_samples, show_progress=False))
+    return Path(out_dir) / "model.pt"

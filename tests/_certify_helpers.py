@@ -8,57 +8,11 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Subset
 
-from ctbench.bounds import (
-    clean_forward_and_freeze_bn,
-    ibp_bounds,
-    margin_spec,
-    robust_ce_from_margin_bounds,
-    unfreeze_bn,
-)
-from ctbench.data import load_dataset, make_loader
 from ctbench.errors import CTBenchError
-from ctbench.modelfile import save_model
-from ctbench.models import create_model
+from ctbench.training import train_ibp_model
 
 EPS = 0.1
-
-
-def train_ibp(
-    model,
-    dataset,
-    eps: float,
-    epochs: int = 2,
-    ramp_epochs: int = 1,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    robust_weight: float = 0.5,
-    seed: int = 0,
-) -> None:
-    """Plain IBP certified training (Gowal et al. 2018) with ctbench's bound engine and CTBench's BN
-    semantics (clean-batch statistics set once per step), linear ε ramp."""
-    loader = make_loader(dataset, batch_size, shuffle=True, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    ramp, step = ramp_epochs * len(loader), 0
-    K = int(model[-1].out_features)
-    for _ in range(epochs):
-        model.train()
-        for x, y in loader:
-            e = eps if ramp == 0 else eps * min(1.0, step / ramp)
-            logits = clean_forward_and_freeze_bn(model, x)
-            lb, _ = ibp_bounds(model, (x - e).clamp(0, 1), (x + e).clamp(0, 1), margin_spec(y, K))
-            loss = (1 - robust_weight) * F.cross_entropy(
-                logits, y
-            ) + robust_weight * robust_ce_from_margin_bounds(lb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            unfreeze_bn(model)
-            step += 1
-    model.eval()
 
 
 def trained_model_path(tmp_path_factory) -> Path:
@@ -66,18 +20,7 @@ def trained_model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.getbasetemp() / "certify_model" / "model.pt"
     if path.exists():
         return path
-    torch.manual_seed(0)
-    train = Subset(load_dataset("mnist_mini", "train"), range(2000))
-    model = create_model("cnn_small", "mnist_mini", init="ibp", seed=0)
-    train_ibp(model, train, EPS)
-    save_model(
-        path,
-        model,
-        model_name="cnn_small",
-        dataset="mnist_mini",
-        config={"method": "ibp", "eps": EPS, "seed": 0},
-    )
-    return path
+    return train_ibp_model(path.parent, train_samples=6000, epochs=3, eps=EPS)
 
 
 def tiny_relu_net(seed: int, n_in: int = 4, hidden=(10, 10), n_out: int = 3) -> torch.nn.Sequential:

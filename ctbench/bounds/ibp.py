@@ -76,9 +76,8 @@ def _relu_box(c, r, shrink=None):
     if shrink is None:
         return _ReluBox.apply(c, r)
     l, u = c - r, c + r
-    if shrink is not None:
-        # SABR / CTBench relu_shrinkage: upper bound of unstable neurons multiplied by s before relu.
-        u = torch.where((l < 0) & (u > 0), u * shrink, u)
+    # SABR / CTBench relu_shrinkage: upper bound of unstable neurons multiplied by s before relu.
+    u = torch.where((l < 0) & (u > 0), u * shrink, u)
     lo, hi = torch.relu(l), torch.relu(u)
     return (hi + lo) * 0.5, (hi - lo) * 0.5
 
