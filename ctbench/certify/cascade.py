@@ -35,11 +35,12 @@ from ctbench.certify import hdf5
 from ctbench.certify.stages import (
     CERTIFY_STAGES,
     DEFAULT_STAGES,
+    EXTERNAL_STAGES,
     UNDECIDED,
     Batch,
     Context,
-    abcrown_available,
     check_stages,
+    external_available,
 )
 from ctbench.certify.status import STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
@@ -68,6 +69,7 @@ class CertifySettings:
     bab_alpha_iterations: int = 5
     bab_max_domains: int = 20000
     milp_tol: float = 1e-4
+    abcrown_config: str = ""  #: optional alpha-beta-CROWN YAML merged under the generated keys
     seed: int = 0
 
     def __post_init__(self):
@@ -78,6 +80,8 @@ class CertifySettings:
             raise CTBenchError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.pgd_steps < 0 or self.pgd_restarts < 1:
             raise CTBenchError("PGD needs steps >= 0 and restarts >= 1")
+        if self.abcrown_config and not os.path.isfile(self.abcrown_config):
+            raise CTBenchError(f"abcrown config {self.abcrown_config} does not exist")
         if self.bab_intermediate not in ("CROWN", "IBP"):
             raise CTBenchError(f"bab_intermediate must be CROWN or IBP, got {self.bab_intermediate!r}")
 
@@ -150,9 +154,7 @@ class _State:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["fingerprint"]) != fingerprint:
-                    logger.warning(
-                        "ignoring %s: it belongs to a different run (inputs or settings changed)", path
-                    )
+                    logger.warning("ignoring %s: it belongs to a different run (inputs or settings changed)", path)
                     return None
                 st = cls(indices, n_stages)
                 for k in cls.FIELDS:
@@ -204,9 +206,13 @@ def certify_model(
     out = Path(out)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     stages = list(settings.stages)
-    if "abCROWN" in stages and not abcrown_available():
-        logger.warning("alpha-beta-CROWN is not importable: skipping the abCROWN stage")
-        stages.remove("abCROWN")
+    missing = [s for s in stages if s in EXTERNAL_STAGES and not external_available(s)]
+    for name in missing:
+        logger.warning("the external verifier of stage %s is not available here: skipping that stage", name)
+        stages.remove(name)
+    if missing:
+        if not stages:
+            raise CTBenchError(f"no certification stage left: {', '.join(missing)} not available here")
         settings = dataclasses.replace(settings, stages=tuple(stages))
     stage_objs = [CERTIFY_STAGES.get(s) for s in stages]
     check_writable(out)
@@ -250,7 +256,7 @@ def certify_model(
                 hook("batch", {"batch": b, "n_batches": n_batches})
         _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
     wall = time.perf_counter() - t_start
-    _write(out, st, settings, stages, stage_objs, attrs, device, wall)
+    _write(out, st, settings, stages, stage_objs, attrs, device, wall, missing)
     spath.unlink(missing_ok=True)
     return counts(st.decision, st.decided_by, stages)
 
@@ -266,8 +272,7 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b):
         logits = ctx.model(batch.x)
     if logits.dim() != 2 or logits.shape[1] != ctx.num_classes:
         raise CTBenchError(
-            f"model output shape {tuple(logits.shape[1:])} does not match the dataset's "
-            f"{ctx.num_classes} classes"
+            f"model output shape {tuple(logits.shape[1:])} does not match the dataset's {ctx.num_classes} classes"
         )
     pred = logits.argmax(1)
     correct = (pred == batch.y).cpu().numpy()
@@ -356,7 +361,7 @@ def best_margin_lb(stage_margins, decision, stage_objs) -> np.ndarray:
     return np.where(np.isneginf(best), np.nan, best).astype(np.float32)
 
 
-def _write(out, st, settings, stages, stage_objs, attrs, device, wall):
+def _write(out, st, settings, stages, stage_objs, attrs, device, wall, skipped=()):
     final = np.where(st.decision == UNDECIDED, int(Status.UNKNOWN), st.decision).astype(np.uint8)
     datasets = {
         "sample_index": st.sample_index,
@@ -398,7 +403,7 @@ def _write(out, st, settings, stages, stage_objs, attrs, device, wall):
         "status_enum": STATUS_MAPPING,
         "n": int(len(final)),
         "device": str(device),
-        "abcrown_available": bool(abcrown_available()),
+        "external_skipped": list(skipped),
         "wall_time_s": float(wall),
     }
     dattrs = {

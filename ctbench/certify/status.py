@@ -23,7 +23,8 @@ class Status(enum.IntEnum):
     FALSIFIED = 7  #: a concrete counterexample inside the ε-ball was found (attack or verifier)
     TIMEOUT = 8  #: the complete stage ran out of its per-sample time budget
     UNKNOWN = 9  #: undecided by every stage that ran (incomplete cascade)
-    CERTIFIED_ABCROWN = 10  #: optional alpha-beta-CROWN stage (only when that package is importable)
+    CERTIFIED_ABCROWN = 10  #: optional alpha-beta-CROWN stage (only when it can be found)
+    CERTIFIED_MARABOU = 11  #: optional Marabou stage (maraboupy)
 
     @property
     def label(self) -> str:

@@ -21,14 +21,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stages",
         default="IBP,CROWN-IBP,CROWN,alpha-CROWN,PGD,BaB,MILP",
-        help="comma-separated cascade (default: %(default)s); abCROWN is used only if importable",
+        help="comma-separated cascade (default: %(default)s); the external verifiers abCROWN "
+        "(alpha-beta-CROWN, found via $CTBENCH_ABCROWN) and Marabou are used only if available",
     )
     p.add_argument(
-        "--timeout", type=float, default=1000.0, help="per-sample budget (s) of BaB+MILP (default 1000)"
+        "--abcrown-config",
+        type=Path,
+        help="alpha-beta-CROWN YAML merged under the generated keys (solver, branching, batch sizes)",
     )
     p.add_argument(
-        "--batch", type=int, default=256, help="batch size of the bound/attack stages (default 256)"
+        "--timeout", type=float, default=1000.0, help="per-sample budget (s) of the complete stages (default 1000)"
     )
+    p.add_argument("--batch", type=int, default=256, help="batch size of the bound/attack stages (default 256)")
     p.add_argument("--pgd-steps", type=int, default=200, help="PGD steps (default 200)")
     p.add_argument("--pgd-restarts", type=int, default=5, help="PGD restarts (default 5)")
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
@@ -40,9 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="bound decisions with 0 < margin <= this are re-checked in float64 (default 0.01)",
     )
     p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
-    p.add_argument(
-        "--data-root", type=Path, help="prepared data root (default: $CTBENCH_DATA_ROOT or ./data)"
-    )
+    p.add_argument("--data-root", type=Path, help="prepared data root (default: $CTBENCH_DATA_ROOT or ./data)")
     p.add_argument("--out", type=Path, default=Path("certify.h5"), help="output file (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.set_defaults(func=_run)
@@ -72,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         bab_batch=args.bab_batch,
         seed=args.seed,
         recheck_threshold=args.recheck_threshold,
+        abcrown_config=str(args.abcrown_config or ""),
     )
     print(json.dumps(counts, indent=1))
     print(f"wrote {args.out}")
