@@ -217,3 +217,21 @@ def test_demo_runs_and_writes_table1(tmp_path):
     snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
     table = pd.read_csv(work / "results/table1.csv", dtype={"eps": str})
     assert len(table) == 6 and (table.cert <= table.adv + 1e-9).all() and (table.adv <= table.nat + 1e-9).all()
+
+
+def test_external_verifier_settings_reach_the_certify_command(tmp_path):
+    """abCROWN in the stage list and an alpha-beta-CROWN config: passed on, and the config is an input."""
+    work = make_workdir(tmp_path)
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg["certify"]["stages"] = ["IBP", "abCROWN"]
+    cfg["certify"]["abcrown_config"] = "config/abcrown.yaml"
+    (work / "config/ext.yaml").write_text(yaml.safe_dump(cfg))
+    (work / "config/abcrown.yaml").write_text("solver: {batch_size: 8}\n")
+    r = snakemake(work, "-n", "-p", "--configfile", "config/ext.yaml", "--forceall")
+    certify_cmds = [line for line in r.stdout.splitlines() if "ctbench certify" in line]
+    assert certify_cmds and all("--stages IBP,abCROWN" in c and "--abcrown-config config/abcrown.yaml" in c
+                                for c in certify_cmds)
+    cfg["certify"]["stages"] = ["IBP", "abcrown"]  # misspelt: rejected by the schema before any job
+    (work / "config/bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake(work, "-n", "--configfile", "config/bad.yaml", check=False)
+    assert r.returncode != 0 and "abcrown" in r.stdout + r.stderr

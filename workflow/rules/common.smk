@@ -135,7 +135,15 @@ def certify_args(wildcards):
     ]
     if c.get("n"):
         args += ["--n", str(c["n"])]
+    if c.get("abcrown_config"):
+        args += ["--abcrown-config", c["abcrown_config"]]
     return " ".join(args)
+
+
+def certify_extra_inputs(wildcards):
+    """The alpha-beta-CROWN config, when set, is an input: editing it re-runs certification."""
+    path = config.get("certify", {}).get("abcrown_config")
+    return [path] if path else []
 
 
 def attack_args(wildcards):

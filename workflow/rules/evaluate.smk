@@ -1,6 +1,7 @@
 rule certify:
     input:
         model=rules.select.output.model,
+        extra=certify_extra_inputs,
     output:
         h5="results/{dataset}/{eps}/{method}/seed{seed}/certify.h5",
     log:
