@@ -137,3 +137,47 @@ def test_autoattack_tiny(files, tmp_path):
         assert np.all(f["adv_correct"][()] <= f["nat_correct"][()])
         by_pgd, by_aa = f["broken_by_pgd"][()], f["broken_by_autoattack"][()]
         assert not (by_pgd & by_aa).any() and ((by_pgd | by_aa) == f["attack_broken"][()]).all()
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_attack_kill_and_resume_gives_identical_file(files, tmp_path):
+    from ctbench.certify.resume import state_path
+
+    model, _, _ = files
+    kw = dict(eps=EPS, attack="pgd", steps=10, restarts=2, n=24, start=4, batch_size=8, device="cpu")
+    ref = tmp_path / "ref" / "attack.h5"
+    attack_file(model, ref, **kw)
+    out = tmp_path / "run" / "attack.h5"
+    seen = []
+
+    def kill_after_first_batch(event, info):
+        seen.append(info["batch"])
+        if len(seen) == 1:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        attack_file(model, out, hook=kill_after_first_batch, **kw)
+    assert not out.exists() and state_path(out).exists()
+    attack_file(model, out, hook=kill_after_first_batch, **kw)
+    assert seen == [0, 1, 2]  # the resumed run started at the second batch
+    assert out.exists() and not state_path(out).exists()
+    (a, a_attrs), (b, b_attrs) = read_h5(ref), read_h5(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        if k != "time_s":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for k in ("created_utc", "wall_time_s"):
+        a_attrs.pop(k), b_attrs.pop(k)
+    assert a_attrs == b_attrs
+
+    # other settings: the old state is not used (and the result equals a fresh run with those settings)
+    with pytest.raises(_Kill):
+        attack_file(model, out.with_name("x.h5"), hook=lambda e, i: (_ for _ in ()).throw(_Kill()), **kw)
+    kw2 = {**kw, "steps": 5}
+    attack_file(model, out.with_name("x.h5"), **kw2)
+    fresh = tmp_path / "fresh.h5"
+    attack_file(model, fresh, **kw2)
+    np.testing.assert_array_equal(read_h5(fresh)[0]["adv_margin"], read_h5(out.with_name("x.h5"))[0]["adv_margin"])

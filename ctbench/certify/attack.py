@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ctbench import __version__
-from ctbench.certify import hdf5
+from ctbench.certify import hdf5, resume
 from ctbench.certify.cascade import boxes, check_writable
 from ctbench.certify.run import (
     load_for_certification,
@@ -87,8 +87,16 @@ def attack_file(
     certificates=None,
     seed: int = 0,
     data_root=None,
+    hook=None,
+    resume_state: bool = True,
 ) -> dict:
-    """``ctbench attack``; returns counts (also written as attributes of ``out``)."""
+    """``ctbench attack``; returns counts (also written as attributes of ``out``).
+
+    Resumable: after every batch the per-sample vectors go to ``<out>.partial.npz`` (with a fingerprint
+    of model, data range, ε and settings); a rerun continues after the last finished batch, and with
+    the per-batch seeds gives the same file as an uninterrupted run (except timing). ``hook(event,
+    info)`` is called after each persisted batch (progress, or a simulated kill in tests).
+    """
     import copy
 
     attacks = [a.strip() for a in str(attack).split(",") if a.strip()]
@@ -109,12 +117,36 @@ def attack_file(
         p.requires_grad_(False)
     model64 = copy.deepcopy(model).double().eval()
     N = len(indices)
-    label, pred = np.zeros(N, np.int16), np.zeros(N, np.int16)
-    nat_correct, broken = np.zeros(N, bool), np.zeros(N, bool)
-    per_attack = {name: np.zeros(N, bool) for name in attacks}  # first attack that broke the sample
-    adv_margin, time_s = np.full(N, np.nan, np.float32), np.zeros(N, np.float32)
+    settings = {
+        "attack": ",".join(attacks),
+        "steps": steps,
+        "restarts": restarts,
+        "loss": loss,
+        "seed": seed,
+        "batch_size": batch_size,
+        "autoattack_version": "standard" if "autoattack" in attacks else None,
+    }
+    attrs_model = model_attrs(model_path, meta, spec.name, split)
+    fp = resume.fingerprint(
+        {
+            "settings": settings,
+            "eps": value,
+            "indices": [int(indices[0]) if N else 0, N],
+            "model_sha256": attrs_model.get("model_sha256"),
+            "dataset": spec.name,
+            "split": split,
+            "format": hdf5.ATTACK_FORMAT,
+        }
+    )
+    st = _AttackState(N, attacks)
+    spath = resume.state_path(out)
+    loaded = resume.load_state(spath, fp, st.names()) if resume_state else None
+    if loaded is not None:
+        st.restore(loaded)
+        logger.info("resuming from %s: %d batches done", spath, st.batches_done)
     t_all = time.perf_counter()
-    for b in range(math.ceil(N / batch_size)):
+    n_batches = math.ceil(N / batch_size)
+    for b in range(st.batches_done, n_batches):
         sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
         xs, ys = zip(*(ds[int(i)] for i in indices[sl]), strict=True)
         x = torch.stack(xs).float().to(dev)
@@ -123,9 +155,7 @@ def attack_file(
         with torch.no_grad():
             logits = model(x)
         if logits.shape[1] != spec.num_classes:
-            raise CTBenchError(
-                f"model has {logits.shape[1]} outputs but {spec.name} has {spec.num_classes} classes"
-            )
+            raise CTBenchError(f"model has {logits.shape[1]} outputs but {spec.name} has {spec.num_classes} classes")
         p = logits.argmax(1)
         ok = p == y
         m = min_margin(logits, y)
@@ -134,7 +164,7 @@ def attack_file(
         for a_i, name in enumerate(attacks):  # each attack only on the samples not broken yet
             if remaining.numel() == 0:
                 break
-            torch.manual_seed(seed + 7919 * b + a_i)
+            torch.manual_seed(seed + 7919 * b + a_i)  # per batch: a resumed run gives the same result
             br, madv = attack_batch(
                 model,
                 model64,
@@ -152,13 +182,19 @@ def attack_file(
             newly = torch.zeros_like(ok)
             newly[remaining[br]] = True
             bb |= newly
-            per_attack[name][sl] = newly.cpu().numpy()
+            st.per_attack[name][sl] = newly.cpu().numpy()
             remaining = remaining[~br]
-        broken[sl] = bb.cpu().numpy()
-        label[sl], pred[sl] = y.cpu().numpy(), p.cpu().numpy()
-        nat_correct[sl] = ok.cpu().numpy()
-        adv_margin[sl] = m.cpu().numpy()
-        time_s[sl] = (time.perf_counter() - t0) / len(ys)
+        st.broken[sl] = bb.cpu().numpy()
+        st.label[sl], st.pred[sl] = y.cpu().numpy(), p.cpu().numpy()
+        st.nat_correct[sl] = ok.cpu().numpy()
+        st.adv_margin[sl] = m.cpu().numpy()
+        st.time_s[sl] = (time.perf_counter() - t0) / len(ys)
+        st.batches_done = b + 1
+        resume.save_state(spath, fp, st.arrays())
+        if hook:
+            hook("batch", {"batch": b, "n_batches": n_batches})
+    label, pred, nat_correct, broken = st.label, st.pred, st.nat_correct, st.broken
+    per_attack, adv_margin, time_s = st.per_attack, st.adv_margin, st.time_s
     adv_correct = nat_correct & ~broken
     datasets = {
         "sample_index": indices,
@@ -197,26 +233,47 @@ def attack_file(
         "torch_version": torch.__version__,
         "git_commit": prov.get("git_commit") or "",
         "created_utc": prov["created_utc"],
-        **model_attrs(model_path, meta, spec.name, split),
+        **attrs_model,
         "eps": text,
         "eps_float": value,
         "attack": ",".join(attacks),
-        "attack_settings": {
-            "attack": ",".join(attacks),
-            "steps": steps,
-            "restarts": restarts,
-            "loss": loss,
-            "seed": seed,
-            "batch_size": batch_size,
-            "autoattack_version": "standard" if "autoattack" in attacks else None,
-        },
+        "attack_settings": settings,
         "device": str(dev),
         "wall_time_s": time.perf_counter() - t_all,
         **extra,
         **{f"count_{k}": v for k, v in res.items()},
     }
     hdf5.write_h5(out, datasets, attrs, enum_datasets=())
+    spath.unlink(missing_ok=True)
     return {**res, **extra}
+
+
+class _AttackState:
+    """The per-sample vectors of an attack run and how many batches are done (see :mod:`.resume`)."""
+
+    def __init__(self, N: int, attacks: list[str]):
+        self.label, self.pred = np.zeros(N, np.int16), np.zeros(N, np.int16)
+        self.nat_correct, self.broken = np.zeros(N, bool), np.zeros(N, bool)
+        self.per_attack = {name: np.zeros(N, bool) for name in attacks}  # first attack that broke the sample
+        self.adv_margin, self.time_s = np.full(N, np.nan, np.float32), np.zeros(N, np.float32)
+        self.batches_done = 0
+
+    _FIELDS = ("label", "pred", "nat_correct", "broken", "adv_margin", "time_s")
+
+    def names(self) -> list[str]:
+        return [*self._FIELDS, *(f"broken_by_{a}" for a in self.per_attack), "batches_done"]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        d = {k: getattr(self, k) for k in self._FIELDS}
+        d.update({f"broken_by_{a}": v for a, v in self.per_attack.items()})
+        return {**d, "batches_done": np.array(self.batches_done)}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        for k in self._FIELDS:
+            setattr(self, k, arrays[k])
+        for a in self.per_attack:
+            self.per_attack[a] = arrays[f"broken_by_{a}"]
+        self.batches_done = int(arrays["batches_done"])
 
 
 def _read_certificates(path):

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 
 from ctbench import __version__
-from ctbench.certify import hdf5
+from ctbench.certify import hdf5, resume
+from ctbench.certify.resume import state_path
 from ctbench.certify.stages import (
     CERTIFY_STAGES,
     DEFAULT_STAGES,
@@ -140,34 +140,19 @@ class _State:
         self.batches_done = 0
 
     def save(self, path: Path, fingerprint: str) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    fingerprint=np.array(fingerprint),
-                    batches_done=np.array(self.batches_done),
-                    **{k: getattr(self, k) for k in self.FIELDS},
-                )
+        arrays = {k: getattr(self, k) for k in self.FIELDS}
+        resume.save_state(path, fingerprint, {**arrays, "batches_done": np.array(self.batches_done)})
 
     @classmethod
     def load(cls, path: Path, fingerprint: str, indices: np.ndarray, n_stages: int) -> _State | None:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["fingerprint"]) != fingerprint:
-                    logger.warning("ignoring %s: it belongs to a different run (inputs or settings changed)", path)
-                    return None
-                st = cls(indices, n_stages)
-                for k in cls.FIELDS:
-                    setattr(st, k, z[k].copy())
-                st.batches_done = int(z["batches_done"])
-                return st
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            logger.warning("ignoring unreadable resume state %s: %s", path, e)
+        arrays = resume.load_state(path, fingerprint, (*cls.FIELDS, "batches_done"))
+        if arrays is None:
             return None
-
-
-def state_path(out: Path) -> Path:
-    return out.with_name(out.name + ".partial.npz")
+        st = cls(indices, n_stages)
+        for k in cls.FIELDS:
+            setattr(st, k, arrays[k])
+        st.batches_done = int(arrays["batches_done"])
+        return st
 
 
 def check_writable(out: Path) -> None:
