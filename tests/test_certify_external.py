@@ -73,6 +73,23 @@ def tiny_model(seed: int) -> torch.nn.Sequential:
     return _randomize_bn(model, seed)
 
 
+def tiny_conv_model(seed: int) -> torch.nn.Sequential:
+    """Normalization → Conv (zero padding) → BatchNorm2d → ReLU → Linear, on (1, 4, 4) inputs."""
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(
+        Normalization([0.5], [0.25]),
+        torch.nn.Conv2d(1, 3, 3, stride=1, padding=1),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(48, CLASSES),
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return _randomize_bn(model, seed)
+
+
 def tiny_dataset(model, n: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     xs = torch.rand(n, *IN_SHAPE, generator=g)
@@ -270,6 +287,37 @@ def test_a_hanging_verifier_is_killed_and_times_out(abcrown_like, monkeypatch, t
 
 
 # -- configuration and availability -----------------------------------------------------------------------
+
+
+def test_marabou_on_a_convolutional_net_agrees_with_milp():
+    """Conv with zero padding and BatchNorm2d after a normalization layer: the padding must see zeros
+    of the *normalized* input, which is why the normalization is not folded into the convolution."""
+    answers = set()
+    for seed in range(6):
+        model = tiny_conv_model(seed)
+        model64 = torch.nn.Sequential(*model).double().eval()
+        x = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(200 + seed), dtype=torch.float64)
+        y = int(model64(x).argmax(1))
+        eps = (0.02, 0.08, 0.2)[seed % 3]
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        exact = milp_verify(model64, lo, hi, margin_spec(torch.tensor([y]), CLASSES, dtype=torch.float64),
+                            deadline=time.monotonic() + 60)  # fmt: skip
+        ans = verify_one("Marabou", Workspace(model, (1, 4, 4)), lo, hi, y, CLASSES, deadline=time.monotonic() + 60)
+        assert (exact.status, ans.verdict) in (("verified", "unsat"), ("falsified", "sat")), (seed, exact, ans)
+        answers.add(ans.verdict)
+    assert answers == {"unsat", "sat"}
+
+
+def test_abcrown_base_config_must_be_a_mapping(tmp_path):
+    from ctbench.certify.external import _load_base_config
+
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(CTBenchError, match="mapping"):
+        _load_base_config(str(tmp_path / "list.yaml"))
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(CTBenchError, match="cannot read"):
+        _load_base_config(str(tmp_path / "bad.yaml"))
+    assert _load_base_config("") == {}
 
 
 def test_abcrown_config_merges_the_user_base_under_the_generated_keys(tmp_path):

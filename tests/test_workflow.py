@@ -114,6 +114,11 @@ def test_tiny_dag_end_to_end(tiny_run):
     assert table.nat.between(0, 100).all()
     ibp = table[table.method == "IBP"].iloc[0]
     assert 0 <= ibp.cert <= ibp.adv <= ibp.nat  # sound certificates are never broken by the attack
+    assert ibp.cert > 0  # the tiny run trains enough for IBP to certify samples the attack then tries
+    for cell in ("standard", "ibp"):
+        for seed in (0, 1):
+            m = json.loads((tiny_run / f"results/mnist_mini/0.1/{cell}/seed{seed}/metrics.json").read_text())
+            assert m["certified_but_attacked"] == 0, (cell, seed)
     assert ibp.cert_literature == 97.95 and ibp.nat_ctbench_paper == 98.87  # Table 1 values alongside
     seeds = pd.read_csv(tiny_run / "results/seeds.csv")
     assert list(seeds.n_seeds) == [2, 2]
