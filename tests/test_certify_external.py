@@ -383,3 +383,14 @@ def test_real_abcrown_agrees_with_milp(tmp_path):
     _, st_milp, _, _ = _run(model, data, ("MILP",), tmp_path, "milp")
     assert np.array_equal(st_ext == int(Status.CERTIFIED_ABCROWN), st_milp == int(Status.CERTIFIED_MILP))
     assert np.array_equal(st_ext == int(Status.FALSIFIED), st_milp == int(Status.FALSIFIED))
+
+
+@pytest.mark.parametrize("name", ["default", "tinyimagenet"])
+def test_shipped_abcrown_configs_merge_without_touching_the_generated_keys(name, tmp_path):
+    from ctbench.certify.external import _load_base_config
+
+    base = _load_base_config(str(Path(__file__).parents[1] / "config" / "abcrown" / f"{name}.yaml"))
+    cfg = abcrown_config("m.onnx", "q.vnnlib", (3, 64, 64), tmp_path, 1000.0, "cuda", base)
+    assert cfg["solver"]["alpha-crown"]["iteration"] == (40 if name == "tinyimagenet" else 100)
+    assert cfg["bab"] == {"branching": {"method": "kfsb"}, "timeout": 1000.0}
+    assert cfg["attack"]["pgd_restarts"] == 30 and cfg["attack"]["cex_path"].endswith("abcrown_cex.txt")
