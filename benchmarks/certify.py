@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-bab-beta", action="store_true", help="BaB without beta-CROWN multipliers")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.threads:
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
             timeout=args.timeout,
             pgd_steps=args.pgd_steps,
             pgd_restarts=args.pgd_restarts,
+            bab_beta=not args.no_bab_beta,
             device=args.device,
         )
         wall = time.perf_counter() - t0

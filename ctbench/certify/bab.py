@@ -10,9 +10,11 @@ of the (eval-mode) model.
 * A subdomain fixes the sign of some unstable ReLU pre-activations (``split = +1``: ``z ≥ 0``,
   ``−1``: ``z ≤ 0``). Its bounds: interval propagation intersected with the root bounds, CROWN
   tightening of the later layers' pre-activations, and the split applied as ``l ← max(l, 0)`` /
-  ``u ← min(u, 0)``; then the final (alpha-)CROWN bound. Each relaxation holds for every point of the
-  subdomain, and the subdomains of a split cover their parent, so "every open subdomain has all margin
-  lower bounds > 0" proves the property. A subdomain with ``l > u`` somewhere is empty.
+  ``u ← min(u, 0)``; then the final bound: alpha-CROWN slopes optimised together with beta-CROWN
+  multipliers ``β ≥ 0`` of the split constraints ``s·z ≥ 0`` (Wang et al. 2021; ``backsub``). Each
+  relaxation holds for every point of the subdomain, and the subdomains of a split cover their parent,
+  so "every open subdomain has all margin lower bounds > 0" proves the property. A subdomain with
+  ``l > u`` somewhere is empty.
 * Many subdomains are bounded in one batched call (``batch``); the subdomain with the lowest bound is
   split first, on the unstable neuron with the largest score ``|A_k|·u_k(−l_k)/(u_k−l_k)``
   (BaBSR-like: back-substitution coefficient of the worst margin × the ReLU relaxation's intercept).
@@ -53,11 +55,15 @@ class CompleteResult:
     domains: int = 0
 
 
-def backsub(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, record=False):
+def backsub(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, record=False, betas=None):
     """Back-substitute ``A·z_upto`` to the input (like ``linear.backsub_lower``) and return more.
 
-    Returns ``(lb, A_in, d, records)``: the lower bound (B, S), the input coefficients (B, S, *in),
-    the constant (B, S) and, if ``record``, ``{relu index: A at that ReLU's output}``.
+    ``betas[i]`` (optional, beta-CROWN; Wang et al. 2021): ``β·s`` (B, S, *shape) for the ReLU at
+    layer i, with split signs ``s`` ∈ {−1, 0, +1} and multipliers ``β ≥ 0``. Every point of a subdomain
+    has ``s·z ≥ 0`` at its split neurons, so ``A·f ≥ A·f − Σ β s z`` there and the bound of the right
+    side is a bound of the left for any β ≥ 0; optimising β brings the split constraints into the
+    relaxation. Returns ``(lb, A_in, d, records)``: the lower bound (B, S), the input coefficients
+    (B, S, *in), the constant (B, S) and, if ``record``, ``{relu index: A at that ReLU's output}``.
     """
     d_total = torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
     records = {}
@@ -68,6 +74,8 @@ def backsub(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, record=False)
                 records[i] = A
             l, u = relu_bounds[i]
             A, d = relu_back(A, l, u, None if alphas is None else alphas.get(i))
+            if betas is not None and i in betas:
+                A = A - betas[i]
         else:
             A, d = layer.back(A)
         if d is not None:
@@ -85,8 +93,9 @@ def margins_at(model, x, C):
 class _Problem:
     """One sample's verification problem, in float64."""
 
-    def __init__(self, model, lo, hi, C, *, intermediate, alpha_iterations, alpha_lr):
+    def __init__(self, model, lo, hi, C, *, intermediate, alpha_iterations, alpha_lr, beta=True, beta_lr=0.5):
         self.model = model
+        self.beta, self.beta_lr = beta, beta_lr
         self.layers = parse_model(model)
         self.lo, self.hi = lo, hi  # (1, *in)
         self.c_in, self.r_in = (hi + lo) / 2, (hi - lo) / 2
@@ -126,8 +135,13 @@ class _Problem:
                 c, r = layer.ibp(c, r)
         return bounds, empty
 
-    def final_bound(self, bounds, C):
-        """(alpha-)CROWN lower bound (D, S) of ``C·f`` and the CROWN records for branching/candidates."""
+    def final_bound(self, bounds, C, splits=None):
+        """(alpha-, beta-)CROWN lower bound (D, S) of ``C·f`` and the CROWN records for branching/candidates.
+
+        ``splits`` ({i: (D, *shape) int8}, optional): the subdomains' split signs; with ``beta`` the
+        slopes α ∈ [0, 1] and multipliers β ≥ 0 are optimised together (every iterate is a sound
+        bound; the best one is kept).
+        """
         D = C.shape[0]
         n = len(self.layers)
         c_in = self.c_in.expand(D, *self.c_in.shape[1:])
@@ -141,24 +155,39 @@ class _Problem:
             adaptive = (u + l >= 0).to(u.dtype)  # CROWN's initial lower slope (any value in [0, 1] is sound)
             if bool(unstable.any()):
                 alphas[i] = adaptive.unsqueeze(1).expand(-1, C.shape[1], *adaptive.shape[1:]).clone()
-        if alphas and self.alpha_iterations > 0:
+        signs, betas = {}, {}
+        if self.beta and splits is not None:
+            for i, sp in splits.items():
+                if bool(sp.any()):
+                    signs[i] = sp.to(C.dtype).unsqueeze(1)  # (D, 1, *shape)
+                    betas[i] = torch.zeros(D, C.shape[1], *sp.shape[1:], dtype=C.dtype)
+        if (alphas or betas) and self.alpha_iterations > 0:
             params = [a.requires_grad_(True) for a in alphas.values()]
-            opt = torch.optim.Adam(params, lr=self.alpha_lr)
+            beta_params = [b.requires_grad_(True) for b in betas.values()]
+            groups = [{"params": params, "lr": self.alpha_lr}] if params else []
+            groups += [{"params": beta_params, "lr": self.beta_lr}] if beta_params else []
+            opt = torch.optim.Adam(groups)
+
+            def bound():
+                bs = {i: betas[i] * signs[i] for i in betas}
+                return backsub(self.layers, n, C, bounds, c_in, r_in, alphas, betas=bs)[0]
+
             with torch.enable_grad():
                 for step in range(self.alpha_iterations):
-                    cur, _, _, _ = backsub(self.layers, n, C, bounds, c_in, r_in, alphas)
+                    cur = bound()
                     if step:
                         best = torch.maximum(best, cur.detach())
-                    grads = torch.autograd.grad(-cur.sum(), params)
-                    for p, g in zip(params, grads, strict=True):
+                    grads = torch.autograd.grad(-cur.sum(), params + beta_params)
+                    for p, g in zip(params + beta_params, grads, strict=True):
                         p.grad = g
                     opt.step()
                     with torch.no_grad():
                         for p in params:
                             p.clamp_(0.0, 1.0)
+                        for b in beta_params:
+                            b.clamp_(min=0.0)
                 with torch.no_grad():
-                    cur, _, _, _ = backsub(self.layers, n, C, bounds, c_in, r_in, alphas)
-                    best = torch.maximum(best, cur)
+                    best = torch.maximum(best, bound())
         return best.detach(), A_in, records
 
     # -- branching ------------------------------------------------------------------------------
@@ -263,12 +292,15 @@ def bab_verify(
     alpha_lr: float = 0.5,
     max_domains: int = 20000,
     threads: int | None = 1,
+    beta: bool = True,
+    beta_lr: float = 0.5,
 ) -> CompleteResult:
     """Branch-and-bound on one sample (see module docstring).
 
     model: float64 ``nn.Sequential`` in eval mode; lo, hi: (1, *in) float64 box; C: (1, S, K) float64
     margin specification; deadline: ``time.monotonic()`` value at which to give up; threads: torch CPU
-    threads during the search (None: unchanged).
+    threads during the search (None: unchanged); beta / beta_lr: optimise beta-CROWN multipliers of the
+    split constraints (Adam step size beta_lr) alongside the alpha slopes.
     """
     with cpu_threads(threads):
         return _bab(
@@ -282,12 +314,24 @@ def bab_verify(
             alpha_iterations=alpha_iterations,
             alpha_lr=alpha_lr,
             max_domains=max_domains,
+            beta=beta,
+            beta_lr=beta_lr,
         )
 
 
-def _bab(model, lo, hi, C, *, deadline, batch, intermediate, alpha_iterations, alpha_lr, max_domains):
+def _bab(
+    model, lo, hi, C, *, deadline, batch, intermediate, alpha_iterations, alpha_lr, max_domains, beta, beta_lr
+):
     P = _Problem(
-        model, lo, hi, C, intermediate=intermediate, alpha_iterations=alpha_iterations, alpha_lr=alpha_lr
+        model,
+        lo,
+        hi,
+        C,
+        intermediate=intermediate,
+        alpha_iterations=alpha_iterations,
+        alpha_lr=alpha_lr,
+        beta=beta,
+        beta_lr=beta_lr,
     )
     root_split = {i: torch.zeros(1, *P.shapes[i], dtype=torch.int8) for i in P.relu_idx}
     bounds, _ = P.domain_bounds(root_split)
@@ -362,7 +406,7 @@ def _expand(P, domains, Ck, deadline):
     bounds, empty = P.domain_bounds(splits)
     D = len(domains)
     C = Ck.expand(D, -1, -1)
-    lb, A_in, records = P.final_bound(bounds, C)
+    lb, A_in, records = P.final_bound(bounds, C, splits)
     cex = _check_candidates(P, A_in, lb)
     if cex is not None:
         return CompleteResult("falsified", cex[0], cex[1])

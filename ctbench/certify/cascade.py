@@ -68,6 +68,8 @@ class CertifySettings:
     bab_intermediate: str = "CROWN"
     bab_alpha_iterations: int = 5
     bab_max_domains: int = 20000
+    bab_beta: bool = True  #: beta-CROWN multipliers of the split constraints in BaB's bounds
+    bab_beta_lr: float = 0.5
     milp_tol: float = 1e-4
     abcrown_config: str = ""  #: optional alpha-beta-CROWN YAML merged under the generated keys
     seed: int = 0

@@ -240,6 +240,8 @@ def _bab(ctx, model64, lo, hi, C, deadline):
         alpha_iterations=s.bab_alpha_iterations,
         alpha_lr=s.alpha_lr,
         max_domains=s.bab_max_domains,
+        beta=s.bab_beta,
+        beta_lr=s.bab_beta_lr,
     )
 
 

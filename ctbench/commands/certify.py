@@ -38,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
     p.add_argument("--bab-batch", type=int, default=64, help="subdomains bounded per BaB call (default 64)")
     p.add_argument(
+        "--no-bab-beta",
+        dest="bab_beta",
+        action="store_false",
+        help="BaB without beta-CROWN multipliers of the split constraints (looser, for comparison)",
+    )
+    p.add_argument(
         "--recheck-threshold",
         type=float,
         default=1e-2,
@@ -72,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         pgd_restarts=args.pgd_restarts,
         alpha_iterations=args.alpha_iterations,
         bab_batch=args.bab_batch,
+        bab_beta=args.bab_beta,
         seed=args.seed,
         recheck_threshold=args.recheck_threshold,
         abcrown_config=str(args.abcrown_config or ""),
