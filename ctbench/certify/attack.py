@@ -38,6 +38,7 @@ from ctbench.certify.run import (
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
 from ctbench.errors import CTBenchError
+from ctbench.logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def attack_file(
         logger.info("resuming from %s: %d batches done", spath, st.batches_done)
     t_all = time.perf_counter()
     n_batches = math.ceil(N / batch_size)
+    bar = progress(total=N, initial=min(N, st.batches_done * batch_size), unit="sample", desc=f"attack {out.name}")
     for b in range(st.batches_done, n_batches):
         sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
         xs, ys = zip(*(ds[int(i)] for i in indices[sl]), strict=True)
@@ -191,8 +193,10 @@ def attack_file(
         st.time_s[sl] = (time.perf_counter() - t0) / len(ys)
         st.batches_done = b + 1
         resume.save_state(spath, fp, st.arrays())
+        bar.update(sl.stop - sl.start)
         if hook:
             hook("batch", {"batch": b, "n_batches": n_batches})
+    bar.close()
     label, pred, nat_correct, broken = st.label, st.pred, st.nat_correct, st.broken
     per_attack, adv_margin, time_s = st.per_attack, st.adv_margin, st.time_s
     adv_correct = nat_correct & ~broken

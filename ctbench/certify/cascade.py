@@ -42,9 +42,10 @@ from ctbench.certify.stages import (
     check_stages,
     external_available,
 )
-from ctbench.certify.status import STATUS_MAPPING, Status
+from ctbench.certify.status import CERTIFIED_VALUES, STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path
+from ctbench.logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ def certify_model(
     t_start = time.perf_counter()
     B = settings.batch_size
     n_batches = math.ceil(len(indices) / B)
+    bar = progress(total=len(indices), unit="sample", desc=f"certify {out.name}")
     for b in range(n_batches):
         sl = slice(b * B, min((b + 1) * B, len(indices)))
         x, y = _load(dataset, indices[sl], device)
@@ -242,6 +244,9 @@ def certify_model(
             if hook:
                 hook("batch", {"batch": b, "n_batches": n_batches})
         _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
+        bar.update(sl.stop - sl.start)
+        bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()), refresh=False)
+    bar.close()
     wall = time.perf_counter() - t_start
     _write(out, st, settings, stages, stage_objs, attrs, device, wall, missing)
     spath.unlink(missing_ok=True)
