@@ -1,4 +1,4 @@
-"""Paper tables from per-cell summaries: Table 1 (``results/table1.csv|.md``) and the three-seed
+"""Paper tables from per-cell summaries: Table 1 (``results/table1.csv|.md|.tex``) and the three-seed
 statistics of Tables 13–17 (``results/seeds.csv``).
 
 Inputs are only the per-cell ``metrics.json`` files (written by ``ctbench summarize``), found by the
@@ -110,6 +110,48 @@ def to_markdown(df: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_DATASET_TEX = {"mnist": "MNIST", "mnist_mini": "MNIST (mini)", "cifar10": "CIFAR-10", "tinyimagenet": "TinyImageNet"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def to_latex(t1: pd.DataFrame) -> str:
+    """Table 1 as a LaTeX ``tabular`` (booktabs) in the paper's layout: one block per (dataset, ε),
+    literature | CTBench paper | ours; ``/`` where a value does not exist (e.g. certified accuracy of
+    standard training). Needs ``\\usepackage{booktabs}``."""
+
+    def num(v):
+        return "/" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{float(v):.2f}"
+
+    lines = [
+        "% CTBench Table 1 (ctbench report): accuracies in percent",
+        r"\begin{tabular}{lllrrrrrrrr}",
+        r"\toprule",
+        r" & & & \multicolumn{2}{c}{Literature} & \multicolumn{3}{c}{CTBench paper} & \multicolumn{3}{c}{Ours} \\",
+        r"\cmidrule(lr){4-5} \cmidrule(lr){6-8} \cmidrule(lr){9-11}",
+        r"Dataset & $\epsilon$ & Method & Nat. & Cert. & Nat. & Cert. & Adv. & Nat. & Cert. & Adv. \\",
+    ]
+    for (dataset, eps), block in t1.groupby(["dataset", "eps"], sort=False):
+        lines.append(r"\midrule")
+        for k, r in enumerate(block.itertuples(index=False)):
+            first = k == 0
+            cells = [
+                latex_escape(_DATASET_TEX.get(dataset, dataset)) if first else "",
+                f"${latex_escape(eps)}$" if first else "",
+                latex_escape(r.method),
+                num(r.nat_literature), num(r.cert_literature),
+                num(r.nat_ctbench_paper), num(r.cert_ctbench_paper), num(r.adv_ctbench_paper),
+                num(r.nat), num(r.cert), num(r.adv),
+            ]  # fmt: skip
+            lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.2f")
@@ -117,7 +159,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def write_reports(cell_files: list[str | Path], literature_path: str | Path, out_dir: str | Path,
                   seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``table1.csv``, ``table1.md`` and ``seeds.csv`` into ``out_dir``."""
+    """Write ``table1.csv``, ``table1.md``, ``table1.tex`` and ``seeds.csv`` into ``out_dir``."""
     if not cell_files:
         raise CTBenchError("no cell summaries given (expected results/{dataset}/{eps}/{method}/seed{seed}/"
                            "metrics.json)")
@@ -127,5 +169,6 @@ def write_reports(cell_files: list[str | Path], literature_path: str | Path, out
     out = Path(out_dir)
     _write_csv(t1, out / "table1.csv")
     write_text(out / "table1.md", to_markdown(t1, "CTBench Table 1: ours beside the literature (percent)"))
+    write_text(out / "table1.tex", to_latex(t1))
     _write_csv(stats, out / "seeds.csv")
     return t1, stats

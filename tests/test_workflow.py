@@ -120,6 +120,7 @@ def test_tiny_dag_end_to_end(tiny_run):
             m = json.loads((tiny_run / f"results/mnist_mini/0.1/{cell}/seed{seed}/metrics.json").read_text())
             assert m["certified_but_attacked"] == 0, (cell, seed)
     assert ibp.cert_literature == 97.95 and ibp.nat_ctbench_paper == 98.87  # Table 1 values alongside
+    assert r"\begin{tabular}" in (tiny_run / "results/table1.tex").read_text()
     seeds = pd.read_csv(tiny_run / "results/seeds.csv")
     assert list(seeds.n_seeds) == [2, 2]
     for cell in ("standard/seed0", "ibp/seed1"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="build results/table1.csv|.md and results/seeds.csv", description=__doc__)
+    p = sub.add_parser("report", help="build results/table1.csv|.md|.tex and results/seeds.csv", description=__doc__)
     p.add_argument("cells", nargs="+", type=Path, help="results/{dataset}/{eps}/{method}/seed{seed}/metrics.json")
     p.add_argument("--literature", type=Path, default=Path("config/literature.yaml"),
                    help="literature values of Table 1 (default: %(default)s)")

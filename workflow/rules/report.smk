@@ -5,6 +5,7 @@ rule report:
     output:
         table1="results/table1.csv",
         table1_md="results/table1.md",
+        table1_tex="results/table1.tex",
         seeds="results/seeds.csv",
     log:
         "results/logs/report.log",

@@ -1,0 +1,96 @@
+"""``ctbench report``: Table 1 (CSV, Markdown, LaTeX) and the seed statistics from cell summaries."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _certify_helpers import run_cli
+
+from ctbench.errors import CTBenchError
+from ctbench.report import latex_escape, read_cells, table1, to_latex, write_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+LITERATURE = ROOT / "config" / "literature.yaml"
+RNG = np.random.default_rng(0)
+CELLS = [("mnist", "0.1", m) for m in ("standard", "ibp", "sabr")] + [("cifar10", "2_255", m) for m in ("ibp", "taps")]
+
+
+@pytest.fixture
+def cell_files(tmp_path):
+    """metrics.json for 5 cells × 3 seeds with random accuracies; returns (paths, {cell: {seed: values}})."""
+    paths, values = [], {}
+    for dataset, eps, method in CELLS:
+        for seed in (2, 0, 1):  # unordered on purpose
+            nat, cert, adv = sorted(RNG.uniform(0.2, 1.0, 3), reverse=True)
+            cert = None if method == "standard" else cert
+            path = tmp_path / "results" / dataset / eps / method / f"seed{seed}" / "metrics.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"nat_acc": nat, "cert_acc": cert, "adv_acc": adv, "extra": 1}))
+            paths.append(path)
+            values.setdefault((dataset, eps, method), {})[seed] = (nat, cert, adv)
+    return paths, values
+
+
+def test_table1_reports_the_first_seed_beside_the_literature(cell_files, tmp_path):
+    paths, values = cell_files
+    t1, stats = write_reports(paths, LITERATURE, tmp_path / "out")
+    assert list(t1.method) == ["Standard", "IBP", "SABR", "IBP", "TAPS"]
+    assert list(t1.eps) == ["0.1"] * 3 + ["2/255"] * 2
+    for row, cell in zip(t1.itertuples(), CELLS, strict=True):
+        nat, cert, adv = values[cell][0]
+        assert row.seed == 0 and row.nat == pytest.approx(100 * nat) and row.adv == pytest.approx(100 * adv)
+        assert (row.cert is None or np.isnan(row.cert)) if cert is None else row.cert == pytest.approx(100 * cert)
+    ibp = t1.iloc[1]
+    assert (ibp.nat_literature, ibp.nat_ctbench_paper, ibp.cert_literature, ibp.cert_ctbench_paper) == (
+        98.84, 98.87, 97.95, 98.26)  # fmt: skip
+    assert t1.iloc[0].nat_literature == 99.50 and t1.iloc[0].source == "/"
+    on_disk = pd.read_csv(tmp_path / "out" / "table1.csv", dtype={"eps": str})
+    assert list(on_disk.columns) == list(t1.columns) and len(on_disk) == 5
+    assert (tmp_path / "out" / "table1.md").read_text().count("\n| ") == 6  # header + 5 rows
+
+    assert table1(read_cells(paths), {}, seed=2).seed.tolist() == [2] * 5  # --seed picks another seed
+
+
+def test_seed_statistics_are_mean_and_sample_std(cell_files, tmp_path):
+    paths, values = cell_files
+    _, stats = write_reports(paths, LITERATURE, tmp_path / "out")
+    for row, cell in zip(stats.itertuples(), CELLS, strict=True):
+        nat = np.array([values[cell][s][0] for s in (0, 1, 2)]) * 100
+        assert row.n_seeds == 3
+        assert row.nat_mean == pytest.approx(nat.mean()) and row.nat_std == pytest.approx(nat.std(ddof=1))
+    assert pd.read_csv(tmp_path / "out" / "seeds.csv").shape[0] == 5
+
+
+def test_latex_table_layout(cell_files, tmp_path):
+    paths, _ = cell_files
+    write_reports(paths, LITERATURE, tmp_path / "out")
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    body = [line for line in tex.splitlines() if line.endswith(r"\\") and not line.startswith("Dataset")]
+    body = [line for line in body if "multicolumn" not in line]
+    assert len(body) == 5 and all(line.count("&") == 10 for line in body)
+    assert tex.count(r"\midrule") == 2  # one block per (dataset, eps)
+    assert r"\begin{tabular}{lllrrrrrrrr}" in tex and tex.rstrip().endswith(r"\end{tabular}")
+    assert "MNIST & $0.1$ & Standard & 99.50 & / &" in tex  # no certified accuracy for standard training
+    assert "CIFAR-10 & $2/255$ & IBP & 66.84 & 52.85 & 67.49 & 55.99 & 56.10 &" in tex
+    assert latex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
+    odd = pd.DataFrame([{"dataset": "my_set", "eps": "0.1", "method": "new_method", **dict.fromkeys(
+        ["nat_literature", "cert_literature", "nat_ctbench_paper", "cert_ctbench_paper", "adv_ctbench_paper",
+         "nat", "cert", "adv"], None)}])  # fmt: skip
+    assert r"my\_set & $0.1$ & new\_method & / & / & / & / & / & / & / & / \\" in to_latex(odd)
+
+
+def test_bad_cell_paths_and_files_give_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "somewhere" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text("{}")
+    with pytest.raises(CTBenchError, match="does not follow"):
+        read_cells([bad])
+    broken = tmp_path / "results" / "mnist" / "0.1" / "ibp" / "seed0" / "metrics.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    rc = run_cli(["report", str(broken), "--literature", str(LITERATURE), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot read cell summary" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
