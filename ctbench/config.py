@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,20 @@ import yaml
 from ctbench.errors import CTBenchError
 
 _REPO = Path(__file__).resolve().parents[1]
-#: Default locations (a source checkout / editable install); pass explicit paths otherwise.
-DEFAULT_HPARAMS = _REPO / "config" / "hparams.yaml"
-DEFAULT_SCHEMA = _REPO / "workflow" / "schemas" / "hparams.schema.yaml"
+#: Where a wheel (``pip install .``, not editable) puts the two files: pyproject's ``data-files``.
+_INSTALLED = Path(sysconfig.get_path("data")) / "share" / "ctbench"
+
+
+def _default(checkout: Path, installed: Path) -> Path:
+    """The file in the source checkout (editable install) if present, else the installed copy."""
+    return checkout if checkout.exists() or not installed.exists() else installed
+
+
+#: Default locations: the source checkout, else the copies a wheel installs; pass explicit paths otherwise.
+DEFAULT_HPARAMS = _default(_REPO / "config" / "hparams.yaml", _INSTALLED / "config" / "hparams.yaml")
+DEFAULT_SCHEMA = _default(
+    _REPO / "workflow" / "schemas" / "hparams.schema.yaml", _INSTALLED / "schemas" / "hparams.schema.yaml"
+)
 
 #: Datasets that use another dataset's setting (the embedded MNIST subset uses the MNIST settings).
 SETTING_DATASET = {"mnist_mini": "mnist"}

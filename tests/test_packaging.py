@@ -89,3 +89,36 @@ def test_ruff_clean():
     """The README's lint command (`ruff check .`) passes."""
     r = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_a_wheel_install_finds_its_hyperparameter_tables(tmp_path):
+    """``pip install .`` (not editable): ctbench.config falls back to the copies the wheel installs
+    under ``<prefix>/share/ctbench`` (pyproject ``data-files``), so ``ctbench train`` needs no --hparams."""
+    import shutil
+    import sysconfig
+    import venv
+
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ next to the sources
+    skip = (".git", ".venv*", "build", "dist", "results", "*.egg-info", ".snakemake", "__pycache__", ".*cache")
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*skip))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q",
+                    "-w", str(wheels)], check=True, capture_output=True, timeout=600)  # fmt: skip
+    (wheel,) = wheels.glob("ctbench-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    py = env_dir / "bin" / "python"
+    target = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(env_dir), str(wheel)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    # the dependencies come from this environment (a plain path entry: its .pth files, like the editable
+    # install of ctbench itself, are not processed)
+    (Path(target) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    code = ("import ctbench.config as c, sys; assert 'site-packages' in c.__file__, c.__file__; "
+            "from ctbench.data import load_dataset; assert len(load_dataset('mnist_mini', 'test')) == 1000; "
+            "print(c.DEFAULT_HPARAMS); print(len(c.load_hparams()['settings']))")  # fmt: skip
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    path, n_settings = r.stdout.split()
+    assert path == str(env_dir / "share" / "ctbench" / "config" / "hparams.yaml") and int(n_settings) == 5
