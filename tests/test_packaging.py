@@ -106,11 +106,11 @@ def test_a_wheel_install_finds_its_hyperparameter_tables(tmp_path):
                     "-w", str(wheels)], check=True, capture_output=True, timeout=600)  # fmt: skip
     (wheel,) = wheels.glob("ctbench-*.whl")
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=False)
+    venv.create(env_dir, with_pip=True)  # its own pip: installing from this one would touch this environment
     py = env_dir / "bin" / "python"
     target = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(env_dir), str(wheel)],
+    subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     # the dependencies come from this environment (a plain path entry: its .pth files, like the editable
     # install of ctbench itself, are not processed)
