@@ -43,6 +43,8 @@ needs_lirpa = pytest.mark.skipif(
 )
 K = 10
 METHODS = ["IBP", "CROWN-IBP", "CROWN"]
+#: auto_LiRPA's CROWN-IBP has no cut points: compare with them off (they are tested in test_bounds_cuts.py).
+PLAIN = {"CROWN-IBP": {"cut_points": False}}
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
 
@@ -186,7 +188,7 @@ def test_native_matches_auto_lirpa_eval_bn(method, spec, seed, dtype):
     net = shared_cnn(seed, dtype)
     _, y, lo, up = make_box(seed, dtype)
     C = _spec(spec, y, dtype)
-    lb_n, ub_n = compute_bounds(net, lo, up, method, C)
+    lb_n, ub_n = compute_bounds(net, lo, up, method, C, **PLAIN.get(method, {}))
     lb_a, ub_a = lirpa.compute_bounds_lirpa(net, lo, up, method, C)
     S = K if C is None else C.shape[1]
     assert lb_a.shape == ub_a.shape == lb_n.shape == (lo.shape[0], S)
@@ -204,7 +206,7 @@ def test_native_matches_auto_lirpa_frozen_train_bn(method):
     clean_forward_and_freeze_bn(net, x)
     try:
         C = margin_spec(y, K, dtype=dtype)
-        lb_n, ub_n = compute_bounds(net, lo, up, method, C)
+        lb_n, ub_n = compute_bounds(net, lo, up, method, C, **PLAIN.get(method, {}))
         lb_a, ub_a = lirpa.compute_bounds_lirpa(net, lo, up, method, C)
         assert_close(lb_n, lb_a, dtype)
         assert_close(ub_n, ub_a, dtype)
@@ -223,7 +225,7 @@ def test_backend_dispatch_and_cache_follows_running_stats():
     with torch.no_grad():  # in-place update of buffers: the cached BoundedModule must see it
         net[2].running_mean.add_(0.5)
     lb2, _ = lirpa.compute_bounds_lirpa(net, lo, up, "CROWN-IBP", C)
-    assert_close(lb2, compute_bounds(net, lo, up, "CROWN-IBP", C)[0], torch.float32)
+    assert_close(lb2, compute_bounds(net, lo, up, "CROWN-IBP", C, cut_points=False)[0], torch.float32)
     assert not torch.allclose(lb1, lb2)
     # auto_LiRPA's eval-mode forward sets requires_grad=False on shared parameters; the adapter restores it.
     assert all(p.requires_grad for p in net.parameters())
@@ -254,7 +256,7 @@ def test_loss_fusion_matches_and_bounds_ce(seed, dtype):
     net = shared_cnn(seed, dtype)
     x, y, lo, up = make_box(seed, dtype)
     with torch.no_grad():
-        native = loss_fusion_crown_ibp(net, lo, up, y, reduction="none")
+        native = loss_fusion_crown_ibp(net, lo, up, y, reduction="none", cut_points=False)
         ref = lirpa.lirpa_loss_fusion(net, lo, up, y, reduction="none")
         ce = F.cross_entropy(net(x), y, reduction="none")
         pts = sample_points(lo, up, 128)
@@ -277,7 +279,7 @@ def test_loss_fusion_with_grad_differs_only_by_exp_slope_clamp():
     x, y, lo, up = make_box(6, dtype, batch=6)
     clean_forward_and_freeze_bn(net, x)
     try:
-        native = loss_fusion_crown_ibp(net, lo, up, y, reduction="none")
+        native = loss_fusion_crown_ibp(net, lo, up, y, reduction="none", cut_points=False)
         ref = lirpa.lirpa_loss_fusion(net, lo, up, y, reduction="none")
         with torch.no_grad():
             ref_nograd = lirpa.lirpa_loss_fusion(net, lo, up, y, reduction="none")

@@ -5,7 +5,10 @@ One entry point, :func:`compute_bounds`; methods by auto_LiRPA's names, in the r
 
 =============  ==========================================================================  ==============
 ``IBP``        interval bound propagation (Gowal et al. 2018), centre/radius form           differentiable
-``CROWN-IBP``  IBP intermediate bounds + back-substituted final bound (Zhang et al. 2020)   differentiable
+``CROWN-IBP``  IBP intermediate bounds + back-substituted final bound (Zhang et al. 2020),  differentiable
+               with CTBench's cut points (option ``cut_points``, default True: the partial
+               expression is also concretized on every layer's IBP box, the tightest kept;
+               ``False`` = auto_LiRPA's CROWN-IBP)
 ``CROWN``      back-substitution for every ReLU's pre-activation too (Zhang et al. 2018)    differentiable
 ``alpha-CROWN`` CROWN with optimized lower ReLU slopes (Xu et al. 2021)                      detached
 =============  ==========================================================================  ==============
@@ -60,8 +63,8 @@ def _ibp(model, lower, upper, C=None, bound_upper=True):
 
 
 @BOUND_METHODS.register("CROWN-IBP")
-def _crown_ibp(model, lower, upper, C=None, bound_upper=True):
-    return linear_bounds(model, lower, upper, C, intermediate="IBP", bound_upper=bound_upper)
+def _crown_ibp(model, lower, upper, C=None, bound_upper=True, cut_points=True):
+    return linear_bounds(model, lower, upper, C, intermediate="IBP", bound_upper=bound_upper, cut_points=cut_points)
 
 
 @BOUND_METHODS.register("CROWN")

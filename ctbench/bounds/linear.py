@@ -120,13 +120,20 @@ def relu_back(A, l, u, alpha=None):
     return A_new, d
 
 
-def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None):
+def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_boxes=None):
     """Lower bound (B, S) of ``A·z`` where z is the output of ``layers[upto-1]`` (input if upto = 0).
 
     ``relu_bounds[i] = (l, u)``: pre-activation bounds of the ReLU at layer index i (< upto);
     ``alphas[i]`` (optional): lower slopes for that ReLU (B, S, *shape). ``c_in``/``r_in``: input box.
+
+    ``cut_boxes`` (optional; CTBench's CROWN-IBP, ``backward_deeppoly(use_intermediate=True)``):
+    ``cut_boxes[i] = (c, r)``, a sound box of the input of layer i (e.g. its IBP box). After stepping
+    back through layer i the partial expression ``A·z_i + d`` is also concretized on that box — a
+    valid lower bound too — and the largest of these "cut points" is returned, so the result is never
+    looser than the interval bound at any layer.
     """
     d_total = None
+    best = None
     for i in range(upto - 1, -1, -1):
         layer = layers[i]
         if isinstance(layer, ReLULayer):
@@ -136,8 +143,14 @@ def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None):
             A, d = layer.back(A)
         if d is not None:
             d_total = d if d_total is None else d_total + d
+        if cut_boxes is not None and i > 0:
+            c, r = cut_boxes[i]
+            cut = _bdot(A, c) - _bdot(A.abs(), r)
+            cut = cut if d_total is None else cut + d_total
+            best = cut if best is None else torch.maximum(best, cut)
     lb = _bdot(A, c_in) - _bdot(A.abs(), r_in)
-    return lb if d_total is None else lb + d_total
+    lb = lb if d_total is None else lb + d_total
+    return lb if best is None else torch.maximum(lb, best)
 
 
 def _crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
@@ -167,14 +180,14 @@ def _crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
     return lf.reshape(l.shape), uf.reshape(u.shape)
 
 
-def intermediate_bounds(layers, c_in, r_in, mode="IBP", relu_shrinkage=None):
+def intermediate_bounds(layers, c_in, r_in, mode="IBP", relu_shrinkage=None, boxes=None):
     """Pre-activation bounds of every ReLU: {layer index: (l, u)}; ``mode`` "IBP" or "CROWN".
 
     Also returns the IBP box (c, r) at the network output (used by loss fusion); with "CROWN" the
-    box is propagated from the tightened bounds.
+    box is propagated from the tightened bounds. ``boxes`` (IBP mode): see :func:`ibp_forward`.
     """
     if mode == "IBP":
-        c, r, relu_bounds, _ = ibp_forward(layers, c_in, r_in, None, relu_shrinkage)
+        c, r, relu_bounds, _ = ibp_forward(layers, c_in, r_in, None, relu_shrinkage, boxes=boxes)
         return relu_bounds, (c, r)
     relu_bounds = {}
     c, r = c_in, r_in
@@ -198,20 +211,23 @@ def spec_rows(C, out_c):
     return torch.eye(K, dtype=out_c.dtype, device=out_c.device).expand(B, K, K)
 
 
-def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=True):
+def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=True, cut_points=False):
     """CROWN-IBP (``intermediate="IBP"``) or CROWN (``"CROWN"``) bounds of ``C @ model(x)``.
 
     lower, upper: (B, *input). C: (B, S, K) or None (bounds of the K logits). Returns ``(lb, ub)``,
     each (B, S); ``ub`` is None if ``bound_upper`` is False (halves the cost). Differentiable.
+    ``cut_points`` (CROWN-IBP only): also concretize at every layer's IBP box and keep the tightest
+    (CTBench's ``deeppoly_box``; :func:`backsub_lower`).
     """
     check_box(lower, upper)
     layers = parse_model(model)
     c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
-    relu_bounds, (c_out, _) = intermediate_bounds(layers, c_in, r_in, intermediate)
+    boxes = [] if cut_points and intermediate == "IBP" else None
+    relu_bounds, (c_out, _) = intermediate_bounds(layers, c_in, r_in, intermediate, boxes=boxes)
     Cs = spec_rows(C, c_out)
     S = Cs.shape[1]
     A = torch.cat([Cs, -Cs], 1) if bound_upper else Cs
-    lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in)
+    lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in, cut_boxes=boxes)
     if not bound_upper:
         return lb, None
     return lb[:, :S], -lb[:, S:]

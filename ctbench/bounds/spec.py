@@ -63,7 +63,7 @@ def certified_from_margin_bounds(margin_lb: torch.Tensor) -> torch.Tensor:
     return (margin_lb > 0).all(dim=1)
 
 
-def loss_fusion_terms(model, lower, upper, y):
+def loss_fusion_terms(model, lower, upper, y, cut_points=True):
     """Loss-fusion CROWN-IBP per sample, with the IBP pass it is built on.
 
     Returns ``(loss (B,), margin_lb_ibp (B, K−1), bounds)`` where ``bounds`` are the IBP layer bounds of
@@ -71,6 +71,10 @@ def loss_fusion_terms(model, lower, upper, y):
     Normalization, then the pre-activation ``(l, u)`` of every ReLU) — reused by Shi et al.'s warm-up
     regularizer and the robust-accuracy estimate without another pass. See
     :func:`loss_fusion_crown_ibp` for the bound.
+
+    ``cut_points`` (default, as CTBench's ``deeppoly_box_loss_fusion``): the back-substitution of
+    ``C_lf`` is also concretized on every layer's IBP box and the tightest value kept
+    (:func:`ctbench.bounds.linear.backsub_lower`); ``False`` gives auto_LiRPA's loss fusion.
 
     Overflow: the exponentials are rescaled by ``e^{−M}``, ``M = max(0, max_j −l_j)`` per sample (a
     constant): the chord slopes, the offset and — the CROWN lower bound being positively homogeneous
@@ -83,14 +87,15 @@ def loss_fusion_terms(model, lower, upper, y):
     layers = parse_model(model)
     c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
     C = margin_spec(y, _num_outputs(layers), dtype=lower.dtype)
-    c, r, relu_bounds, input_bounds = ibp_forward(layers, c_in, r_in, C, store=True)
+    boxes = [] if cut_points else None
+    c, r, relu_bounds, input_bounds = ibp_forward(layers, c_in, r_in, C, store=True, boxes=boxes)
     l, u = c - r, c + r  # (B, K-1) IBP bounds of the margins
     M = (-l).amax(1, keepdim=True).clamp(min=0).detach()  # (B, 1)
     el, eu = torch.exp(-l - M), torch.exp(-u - M)
     slope = (eu - el) / (u - l + 1e-10)  # the chord slopes times e^{-M}
     offset = torch.exp(-M.squeeze(1)) + (el - slope * l).sum(1)  # (B,) times e^{-M}
     C_lf = -(slope.unsqueeze(-1) * C).sum(1, keepdim=True)  # (B, 1, K)
-    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in).squeeze(1)
+    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in, cut_boxes=boxes).squeeze(1)
     floor = (1e-5 * torch.exp(-M.squeeze(1))).clamp(min=torch.finfo(lower.dtype).tiny)
     loss = M.squeeze(1) + torch.log(torch.maximum(offset - lb, floor))
     bounds = [input_bounds if input_bounds is not None else (lower, upper)]
@@ -98,7 +103,7 @@ def loss_fusion_terms(model, lower, upper, y):
     return loss, l, bounds
 
 
-def loss_fusion_crown_ibp(model, lower, upper, y, reduction: str = "mean") -> torch.Tensor:
+def loss_fusion_crown_ibp(model, lower, upper, y, reduction: str = "mean", cut_points: bool = True) -> torch.Tensor:
     """Loss-fusion CROWN-IBP robust loss (Xu et al. 2020; CTBench ``deeppoly_box_loss_fusion``).
 
     1. IBP bounds ``[l_j, u_j]`` of the margins ``m_j = z_y − z_j`` (j ≠ y), (B, K−1), and IBP
@@ -112,8 +117,9 @@ def loss_fusion_crown_ibp(model, lower, upper, y, reduction: str = "mean") -> to
        per sample with ``reduction``); computed overflow-free (:func:`loss_fusion_terms`).
 
     lower, upper: (B, *input); y: (B,). BatchNorm: eval or frozen clean-batch statistics. Differentiable.
+    ``cut_points``: CTBench's cut points in step 3 (default; ``False``: auto_LiRPA's loss fusion).
     """
-    loss = loss_fusion_terms(model, lower, upper, y)[0]
+    loss = loss_fusion_terms(model, lower, upper, y, cut_points=cut_points)[0]
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

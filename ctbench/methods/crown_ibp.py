@@ -7,16 +7,17 @@ CROWN-IBP").
 Robust loss in training (:func:`ctbench.bounds.spec.loss_fusion_terms`, overflow-free): IBP pre-activation bounds for
 every ReLU, IBP bounds ``[l_j, u_j]`` of the margins, the chord of ``exp(−m)`` gives one linear
 specification row ``C_lf`` whose CROWN lower bound ``lb`` yields ``L_rob = log(offset − lb)`` ≥ the
-worst-case cross-entropy — one back-substitution instead of K−1. No IBP/CROWN-IBP mixing (no β
-schedule), as in the original code.
+worst-case cross-entropy — one back-substitution instead of K−1. As in the original code the
+back-substitution keeps the tightest of its "cut points" (the partial expression concretized on every
+layer's IBP box; ``backward_deeppoly(use_intermediate=True)``), and there is no IBP/CROWN-IBP mixing
+(no β schedule).
 
 Robust-accuracy estimate: the fused bound certifies nothing by itself (the original reports 0 during
 fused training). Here: in **training** the IBP-certified flag of the IBP margin bounds that the
 fused loss computes anyway (its IBP layer bounds also feed the warm-up regularizer: no extra pass);
-in **evaluation** (model selection) the non-fused CROWN-IBP margin bounds (original
-``deeppoly_box`` at test time), intersected with the IBP ones (both sound; the original keeps the
-tighter of the two through its "cut points"): certified iff ``max(lb_CROWN-IBP, lb_IBP) > 0`` and the
-reported loss is ``CE([0, −lb])`` of that bound.
+in **evaluation** (model selection) the non-fused CROWN-IBP margin bounds with cut points (original
+``deeppoly_box`` at test time; the last cut is the IBP bound of the margins, so they are never looser
+than IBP): certified iff ``lb > 0`` and the reported loss is ``CE([0, −lb])`` of that bound.
 
 Hyperparameters (``config/hparams.yaml``): ``train_eps``, ``w_rob``, ``l1``, ``fast_reg``,
 ``grad_accu_batch`` (TinyImageNet 64). ``relu_shrink`` is not supported (not used by the paper).
@@ -26,12 +27,9 @@ Shapes: ``x``, ``lower``, ``upper`` (b, *input); ``y`` (b,); margin bounds (b, K
 
 from __future__ import annotations
 
-import torch
-
 from ctbench.bounds import (
     certified_from_margin_bounds,
     compute_bounds,
-    ibp_bounds,
     margin_spec,
     robust_ce_from_margin_bounds,
 )
@@ -55,9 +53,7 @@ class CrownIBP(TrainingMethod):
 
     @staticmethod
     def eval_loss(model, lower, upper, y):
-        """Non-fused CROWN-IBP (∩ IBP) margin bounds: (mean robust CE, certified (b,) bool)."""
+        """Non-fused CROWN-IBP margin bounds with cut points: (mean robust CE, certified (b,) bool)."""
         C = margin_spec(y, num_classes(model), dtype=lower.dtype)
-        lb, _ = compute_bounds(model, lower, upper, "CROWN-IBP", C, bound_upper=False)
-        lb_ibp, _ = ibp_bounds(model, lower, upper, C)
-        lb = torch.maximum(lb, lb_ibp)
+        lb, _ = compute_bounds(model, lower, upper, "CROWN-IBP", C, bound_upper=False, cut_points=True)
         return robust_ce_from_margin_bounds(lb), certified_from_margin_bounds(lb)
