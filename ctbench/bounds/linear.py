@@ -127,27 +127,30 @@ def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_box
     ``alphas[i]`` (optional): lower slopes for that ReLU (B, S, *shape). ``c_in``/``r_in``: input box.
 
     ``cut_boxes`` (optional; CTBench's CROWN-IBP, ``backward_deeppoly(use_intermediate=True)``):
-    ``cut_boxes[i] = (c, r)``, a sound box of the input of layer i (e.g. its IBP box). After stepping
-    back through layer i the partial expression ``A·z_i + d`` is also concretized on that box — a
-    valid lower bound too — and the largest of these "cut points" is returned, so the result is never
-    looser than the interval bound at any layer.
+    ``cut_boxes[i] = (c, r)``, the IBP box of the input of layer i. The partial expression is also
+    concretized on the box of every ReLU's *output* — a valid lower bound too — and the largest of
+    these "cut points" is returned, so the result is never looser than the interval bound at any
+    layer. Cuts at the other layer boundaries add nothing: between two ReLUs the layers are affine
+    (Conv, Linear, BatchNorm, Normalization, Flatten) and IBP maps a box through ``W`` with radius
+    ``|W|·r``, so concretizing ``A`` after the affine map loses against concretizing ``A·W`` before
+    it (``|A·W| ≤ |A|·|W|``). The original concretizes at every layer; the maximum is the same.
     """
     d_total = None
     best = None
     for i in range(upto - 1, -1, -1):
         layer = layers[i]
         if isinstance(layer, ReLULayer):
+            if cut_boxes is not None and i + 1 < len(cut_boxes):
+                c, r = cut_boxes[i + 1]  # the ReLU's output box
+                cut = _bdot(A, c) - _bdot(A.abs(), r)
+                cut = cut if d_total is None else cut + d_total
+                best = cut if best is None else torch.maximum(best, cut)
             l, u = relu_bounds[i]
             A, d = relu_back(A, l, u, None if alphas is None else alphas.get(i))
         else:
             A, d = layer.back(A)
         if d is not None:
             d_total = d if d_total is None else d_total + d
-        if cut_boxes is not None and i > 0:
-            c, r = cut_boxes[i]
-            cut = _bdot(A, c) - _bdot(A.abs(), r)
-            cut = cut if d_total is None else cut + d_total
-            best = cut if best is None else torch.maximum(best, cut)
     lb = _bdot(A, c_in) - _bdot(A.abs(), r_in)
     lb = lb if d_total is None else lb + d_total
     return lb if best is None else torch.maximum(lb, best)
