@@ -309,15 +309,17 @@ def test_marabou_on_a_convolutional_net_agrees_with_milp():
 
 
 def test_abcrown_base_config_must_be_a_mapping(tmp_path):
-    from ctbench.certify.external import _load_base_config
+    from ctbench.certify.external import load_base_config
 
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(CTBenchError, match="mapping"):
-        _load_base_config(str(tmp_path / "list.yaml"))
+        load_base_config(str(tmp_path / "list.yaml"))
     (tmp_path / "bad.yaml").write_text("a: [1,\n")
     with pytest.raises(CTBenchError, match="cannot read"):
-        _load_base_config(str(tmp_path / "bad.yaml"))
-    assert _load_base_config("") == {}
+        load_base_config(str(tmp_path / "bad.yaml"))
+    assert load_base_config("") == {}
+    with pytest.raises(CTBenchError, match="mapping"):  # rejected with the settings, before any work
+        CertifySettings(eps=0.1, eps_str="0.1", stages=("abCROWN",), abcrown_config=str(tmp_path / "list.yaml"))
 
 
 def test_abcrown_config_merges_the_user_base_under_the_generated_keys(tmp_path):
@@ -387,9 +389,9 @@ def test_real_abcrown_agrees_with_milp(tmp_path):
 
 @pytest.mark.parametrize("name", ["default", "tinyimagenet"])
 def test_shipped_abcrown_configs_merge_without_touching_the_generated_keys(name, tmp_path):
-    from ctbench.certify.external import _load_base_config
+    from ctbench.certify.external import load_base_config
 
-    base = _load_base_config(str(Path(__file__).parents[1] / "config" / "abcrown" / f"{name}.yaml"))
+    base = load_base_config(str(Path(__file__).parents[1] / "config" / "abcrown" / f"{name}.yaml"))
     cfg = abcrown_config("m.onnx", "q.vnnlib", (3, 64, 64), tmp_path, 1000.0, "cuda", base)
     assert cfg["solver"]["alpha-crown"]["iteration"] == (40 if name == "tinyimagenet" else 100)
     assert cfg["bab"] == {"branching": {"method": "kfsb"}, "timeout": 1000.0}

@@ -219,8 +219,8 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
 
     lower, upper: (B, *input). C: (B, S, K) or None (bounds of the K logits). Returns ``(lb, ub)``,
     each (B, S); ``ub`` is None if ``bound_upper`` is False (halves the cost). Differentiable.
-    ``cut_points`` (CROWN-IBP only): also concretize at every layer's IBP box and keep the tightest
-    (CTBench's ``deeppoly_box``; :func:`backsub_lower`).
+    ``cut_points`` (CROWN-IBP only): also concretize on the IBP box of every ReLU output and keep the
+    tightest — the same bound as CTBench's ``deeppoly_box`` cuts at every layer (:func:`backsub_lower`).
     """
     check_box(lower, upper)
     layers = parse_model(model)

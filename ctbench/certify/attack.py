@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctbench import __version__
 from ctbench.certify import hdf5, resume
 from ctbench.certify.cascade import boxes, check_writable
 from ctbench.certify.run import (
@@ -222,9 +221,6 @@ def attack_file(
         extra = {"certificates": str(certificates), "certified_but_attacked": bad}
     datasets["adv_correct"] = adv_correct
     datasets["time_s"] = time_s
-    from ctbench.modelfile import provenance
-
-    prov = provenance()
     res = {
         "n": N,
         "nat_correct": int(nat_correct.sum()),
@@ -232,11 +228,7 @@ def attack_file(
         "adv_correct": int(adv_correct.sum()),
     }
     attrs = {
-        "format": hdf5.ATTACK_FORMAT,
-        "ctbench_version": __version__,
-        "torch_version": torch.__version__,
-        "git_commit": prov.get("git_commit") or "",
-        "created_utc": prov["created_utc"],
+        **hdf5.provenance_attrs(hdf5.ATTACK_FORMAT),
         **attrs_model,
         "eps": text,
         "eps_float": value,

@@ -17,8 +17,6 @@ uninterrupted one (except timing). The final ``certify.h5`` is written atomicall
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -29,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctbench import __version__
 from ctbench.certify import hdf5, resume
+from ctbench.certify.resume import fingerprint as run_fingerprint
 from ctbench.certify.resume import state_path
 from ctbench.certify.stages import (
     CERTIFY_STAGES,
@@ -83,8 +81,12 @@ class CertifySettings:
             raise CTBenchError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.pgd_steps < 0 or self.pgd_restarts < 1:
             raise CTBenchError("PGD needs steps >= 0 and restarts >= 1")
-        if self.abcrown_config and not os.path.isfile(self.abcrown_config):
-            raise CTBenchError(f"abcrown config {self.abcrown_config} does not exist")
+        if self.abcrown_config:
+            if not os.path.isfile(self.abcrown_config):
+                raise CTBenchError(f"abcrown config {self.abcrown_config} does not exist")
+            from ctbench.certify.external import load_base_config
+
+            load_base_config(self.abcrown_config)  # a malformed file fails here, before any work
         if self.bab_intermediate not in ("CROWN", "IBP"):
             raise CTBenchError(f"bab_intermediate must be CROWN or IBP, got {self.bab_intermediate!r}")
 
@@ -210,19 +212,16 @@ def certify_model(
         p.requires_grad_(False)
     ctx = Context(model, num_classes, settings, device)
     attrs = dict(attrs or {})
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "settings": settings.to_dict(),
-                "indices": [int(indices[0]) if len(indices) else 0, len(indices)],
-                "model_sha256": attrs.get("model_sha256"),
-                "dataset": attrs.get("dataset"),
-                "split": attrs.get("split"),
-                "format": hdf5.CERTIFY_FORMAT,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    fingerprint = run_fingerprint(
+        {
+            "settings": settings.to_dict(),
+            "indices": [int(indices[0]) if len(indices) else 0, len(indices)],
+            "model_sha256": attrs.get("model_sha256"),
+            "dataset": attrs.get("dataset"),
+            "split": attrs.get("split"),
+            "format": hdf5.CERTIFY_FORMAT,
+        }
+    )
     spath = state_path(out)
     st = _State.load(spath, fingerprint, indices, len(stages)) if resume and spath.exists() else None
     if st is None:
@@ -369,22 +368,11 @@ def _write(out, st, settings, stages, stage_objs, attrs, device, wall, skipped=(
         "stage_samples": st.stage_samples,
     }
     settings_d = settings.to_dict()
-    config_hash = hashlib.sha256(
-        json.dumps(
-            {"settings": settings_d, "model": attrs.get("model_sha256"), "config": attrs.get("config")},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
-    from ctbench.modelfile import provenance
-
-    prov = provenance()
+    config_hash = run_fingerprint(
+        {"settings": settings_d, "model": attrs.get("model_sha256"), "config": attrs.get("config")}
+    )
     root = {
-        "format": hdf5.CERTIFY_FORMAT,
-        "ctbench_version": __version__,
-        "torch_version": torch.__version__,
-        "git_commit": prov.get("git_commit") or "",
-        "created_utc": prov["created_utc"],
+        **hdf5.provenance_attrs(hdf5.CERTIFY_FORMAT),
         **attrs,
         "eps": settings.eps_str,
         "eps_float": float(settings.eps),

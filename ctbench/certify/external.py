@@ -128,7 +128,8 @@ def abcrown_config(onnx, vnnlib, input_shape, workdir: Path, timeout_s: float, d
     return merged
 
 
-def _load_base_config(path: str) -> dict:
+def load_base_config(path: str) -> dict:
+    """The user's alpha-beta-CROWN YAML (``--abcrown-config``) as a mapping; ``{}`` for no path."""
     if not path:
         return {}
     try:
@@ -144,7 +145,7 @@ def _run_abcrown(onnx, vnnlib, input_shape, workdir: Path, timeout_s: float, set
     script = locate_abcrown()
     if script is None:
         raise CTBenchError("alpha-beta-CROWN not found (set CTBENCH_ABCROWN to its abcrown.py)")
-    base = _load_base_config(getattr(settings, "abcrown_config", ""))
+    base = load_base_config(getattr(settings, "abcrown_config", ""))
     cfg = abcrown_config(onnx, vnnlib, input_shape, workdir, timeout_s, device, base)
     result, cex = Path(cfg["general"]["results_file"]), Path(cfg["attack"]["cex_path"])
     for f in (result, cex):

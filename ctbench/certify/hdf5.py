@@ -24,6 +24,23 @@ TIMING_DATASETS = ("time_s", "stage_time_s")
 TIMING_ATTRS = ("created_utc", "wall_time_s")
 
 
+def provenance_attrs(fmt: str) -> dict:
+    """The root attributes every ctbench HDF5 file starts with: format, versions, git commit, creation time."""
+    import torch
+
+    from ctbench import __version__
+    from ctbench.modelfile import provenance
+
+    prov = provenance()
+    return {
+        "format": fmt,
+        "ctbench_version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": prov.get("git_commit") or "",
+        "created_utc": prov["created_utc"],
+    }
+
+
 def status_dtype():
     import h5py
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.commands._evaluation import add_evaluation_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="adversarial accuracy by PGD or AutoAttack", description=__doc__)
-    p.add_argument("--model", type=Path, required=True, help="model file (model.pt)")
-    p.add_argument("--eps", required=True, help="L∞ radius in [0,1] pixel space, e.g. 0.1 or 2/255")
+    add_evaluation_args(p, "attack.h5")
     p.add_argument(
         "--attack", default="pgd", help="pgd, autoattack, or both comma-separated (default: %(default)s)"
     )
@@ -17,15 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, default=5, help="PGD restarts (default 5)")
     p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="PGD loss (default: %(default)s)")
     p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
-    p.add_argument("--dataset", help="dataset (default: the model's)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--n", type=int, help="number of samples (default: all)")
-    p.add_argument("--start", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", type=Path)
-    p.add_argument("--out", type=Path, default=Path("attack.h5"), help="output file (default: %(default)s)")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=_run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.commands._evaluation import add_evaluation_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,12 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="certify a model: IBP → CROWN-IBP → CROWN → alpha-CROWN → PGD → BaB → MILP",
         description=__doc__,
     )
-    p.add_argument("--model", type=Path, required=True, help="model file (model.pt)")
-    p.add_argument("--eps", required=True, help="L∞ radius in [0,1] pixel space, e.g. 0.1 or 2/255")
-    p.add_argument("--dataset", help="dataset (default: the model's)")
-    p.add_argument("--split", default="test", help="split (default: %(default)s)")
-    p.add_argument("--n", type=int, help="number of samples (default: all)")
-    p.add_argument("--start", type=int, default=0, help="first sample index (default: 0)")
+    add_evaluation_args(p, "certify.h5")
     p.add_argument(
         "--stages",
         default="IBP,CROWN-IBP,CROWN,alpha-CROWN,PGD,BaB,MILP",
@@ -49,10 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1e-2,
         help="bound decisions with 0 < margin <= this are re-checked in float64 (default 0.01)",
     )
-    p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
-    p.add_argument("--data-root", type=Path, help="prepared data root (default: $CTBENCH_DATA_ROOT or ./data)")
-    p.add_argument("--out", type=Path, default=Path("certify.h5"), help="output file (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.set_defaults(func=_run)
 
 
