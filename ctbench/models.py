@@ -48,63 +48,39 @@ ModelFactory = Callable[[InputSpec], nn.Sequential]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def _conv_block(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU()]
+def build(layers: list, spec: InputSpec) -> nn.Sequential:
+    """The network of a layer plan (``ctbench.architectures``): Normalization, then each weighted layer
+    followed by BatchNorm + ReLU except the last, with Flatten before the first dense layer."""
+    from ctbench.architectures import Conv
+
+    modules: list[nn.Module] = [Normalization(spec.mean, spec.std)]
+    for i, layer in enumerate(layers):
+        last = i == len(layers) - 1
+        if isinstance(layer, Conv):
+            modules.append(nn.Conv2d(layer.c_in, layer.c_out, layer.kernel, stride=layer.stride,
+                                     padding=layer.padding))
+            modules += [] if last else [nn.BatchNorm2d(layer.c_out), nn.ReLU()]
+        else:
+            if i == 0 or isinstance(layers[i - 1], Conv):
+                modules.append(nn.Flatten())
+            modules.append(nn.Linear(layer.n_in, layer.n_out))
+            modules += [] if last else [nn.BatchNorm1d(layer.n_out), nn.ReLU()]
+    return nn.Sequential(*modules)
 
 
-def _dense_block(n_in: int, n_out: int) -> list[nn.Module]:
-    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU()]
+def _registered(name: str) -> ModelFactory:
+    from ctbench import architectures
+
+    def factory(spec: InputSpec, **kwargs) -> nn.Sequential:
+        return build(architectures.plan(name, spec.shape, spec.num_classes, **kwargs), spec)
+
+    factory.__name__ = name
+    factory.__doc__ = getattr(architectures, name).__doc__
+    return MODELS.register(name)(factory)
 
 
-def _spatial_after(side: int, kernel: int, stride: int, padding: int) -> int:
-    return (side + 2 * padding - kernel) // stride + 1
-
-
-@MODELS.register("cnn7")
-def cnn7(spec: InputSpec, width: int = 64, linear: int = 512, last_stride: int | None = None) -> nn.Sequential:
-    """CNN7 with BN (paper App. C.2). Input (B, C, d, d) → logits (B, K).
-
-    ``last_stride`` of the fifth convolution defaults to 2 for inputs of side ≥ 64 (TinyImageNet, paper
-    App. C.2: "the stride of the last convolution is doubled to reduce the cost") and 1 otherwise.
-    """
-    c, h, w = spec.shape
-    if last_stride is None:
-        last_stride = 2 if h >= 64 else 1
-    strides = (1, 1, 2, 1, last_stride)
-    channels = (width, width, 2 * width, 2 * width, 2 * width)
-    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
-    c_in = c
-    for c_out, s in zip(channels, strides, strict=True):
-        layers += _conv_block(c_in, c_out, 3, s, 1)
-        c_in = c_out
-        h, w = _spatial_after(h, 3, s, 1), _spatial_after(w, 3, s, 1)
-    layers += [nn.Flatten(), *_dense_block(c_in * h * w, linear), nn.Linear(linear, spec.num_classes)]
-    return nn.Sequential(*layers)
-
-
-@MODELS.register("cnn5")
-def cnn5(spec: InputSpec, width: int = 16, linear: int = 512) -> nn.Sequential:
-    """CNN5 with BN (``cnn_5layer_bn``; paper App. D.2, Table 18). Input (B, C, d, d) → logits (B, K)."""
-    c, h, w = spec.shape
-    convs = ((c, width, 3, 1), (width, width, 4, 2), (width, 2 * width, 4, 2))
-    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
-    for c_in, c_out, k, s in convs:
-        layers += _conv_block(c_in, c_out, k, s, 1)
-        h, w = _spatial_after(h, k, s, 1), _spatial_after(w, k, s, 1)
-    layers += [nn.Flatten(), *_dense_block(2 * width * h * w, linear), nn.Linear(linear, spec.num_classes)]
-    return nn.Sequential(*layers)
-
-
-@MODELS.register("cnn_small")
-def cnn_small(spec: InputSpec, width: int = 16, linear: int = 100) -> nn.Sequential:
-    """A small CNN with BN for CPU work (demo, tests). Input (B, C, d, d) → logits (B, K)."""
-    c, h, w = spec.shape
-    layers: list[nn.Module] = [Normalization(spec.mean, spec.std)]
-    for c_in, c_out in ((c, width), (width, 2 * width)):
-        layers += _conv_block(c_in, c_out, 4, 2, 1)
-        h, w = _spatial_after(h, 4, 2, 1), _spatial_after(w, 4, 2, 1)
-    layers += [nn.Flatten(), *_dense_block(2 * width * h * w, linear), nn.Linear(linear, spec.num_classes)]
-    return nn.Sequential(*layers)
+#: CNN7 with BN (paper App. C.2), CNN5 (App. D.2), cnn_small (CPU work): see ``ctbench.architectures``.
+cnn7, cnn5, cnn_small = (_registered(name) for name in ("cnn7", "cnn5", "cnn_small"))
 
 
 # ---------------------------------------------------------------------------------------------------

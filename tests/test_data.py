@@ -307,12 +307,53 @@ def test_cifar10_download_path(fake_cifar, tmp_path, monkeypatch):
     monkeypatch.setattr(cifar, "download_url", fake_download)
     root = tmp_path / "root"
     assert data.prepare_dataset("cifar10", root, download=True) == root / "cifar-10-batches-py"
-    assert calls == [(cifar.CIFAR10.url, archive.name, None)]  # verified afterwards, by us
+    assert calls == [(cifar.URL, archive.name, None)]  # verified afterwards, by us
     assert [p.name for p in root.iterdir()] == ["cifar-10-batches-py"]
     archive.write_bytes(b"truncated")  # a bad download is rejected with our checksum message
     with pytest.raises(CTBenchError, match="cifar-10-python.tar.gz: expected MD5"):
         data.prepare_dataset("cifar10", tmp_path / "root2", download=True)
     assert not (tmp_path / "root2").exists()
+
+
+def test_cifar10_constants_match_torchvision():
+    """cifar.py spells out torchvision's names and MD5s (so the registry imports no torchvision): no typo."""
+    from torchvision.datasets import CIFAR10
+
+    assert (cifar.FOLDER, cifar.ARCHIVE, cifar.META, cifar.URL) == (
+        CIFAR10.base_folder, CIFAR10.filename, CIFAR10.meta["filename"], CIFAR10.url
+    )
+    assert cifar.CIFAR10_MD5 == {
+        **dict(CIFAR10.train_list),
+        **dict(CIFAR10.test_list),
+        CIFAR10.meta["filename"]: CIFAR10.meta["md5"],
+        CIFAR10.filename: CIFAR10.tgz_md5,
+    }
+    assert cifar.CIFAR10 is CIFAR10  # still reachable as a module attribute (imported on access)
+
+
+def test_lazy_torchvision_classes_are_stable_and_picklable(fake_cifar, tmp_path):
+    """The torchvision subclasses are created on first use, once, and pickle by their module name (for
+    DataLoader workers started with spawn)."""
+    train = data.load_dataset("cifar10", "train", tmp_path / "root", source_dir=fake_cifar, augment=False)
+    assert type(train) is cifar._VerifiedCIFAR10 and type(train).__module__ == "ctbench.data.cifar"
+    again = pickle.loads(pickle.dumps(train))
+    assert type(again) is type(train) and torch.equal(again[3][0], train[3][0])
+    wnid_folder = tinyimagenet.WnidImageFolder
+    assert wnid_folder is tinyimagenet.WnidImageFolder and pickle.loads(pickle.dumps(wnid_folder)) is wnid_folder
+    with pytest.raises(AttributeError, match="nosuch"):
+        tinyimagenet.nosuch  # noqa: B018
+
+
+def test_md5_of_matches_torchvision(tmp_path):
+    from torchvision.datasets.utils import calculate_md5
+
+    from ctbench.data.integrity import md5_of
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom((1 << 20) + 12345))  # more than one read block
+    assert md5_of(path) == calculate_md5(str(path)) == hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(OSError):
+        md5_of(tmp_path / "missing")
 
 
 def test_cifar10_tampered_rejected(fake_cifar, tmp_path):

@@ -17,12 +17,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ctbench.models import MODELS, count_parameters, create_model
+    # Counted from the layer plans that ctbench.models builds the networks from (ctbench.architectures) and
+    # the dataset registry: no network is built and torch is not imported, so listing is instant.
+    from ctbench.architectures import PLANS, parameter_count, plan
+    from ctbench.data import get_spec
 
+    specs = [get_spec(ds) for ds in args.datasets]  # unknown names: CTBenchError listing the known
     header = ["model", *args.datasets]
     rows = [header]
-    for name in MODELS:
-        rows.append([name, *(f"{count_parameters(create_model(name, ds)):,}" for ds in args.datasets)])
+    for name in sorted(PLANS):  # = ctbench.models.MODELS, in its (sorted) order
+        rows.append([name, *(f"{parameter_count(plan(name, s.shape, s.num_classes)):,}" for s in specs)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -18,15 +18,20 @@ Example::
     ds = load_dataset("mnist_mini", "train")            # shipped; no files needed
     loader = make_loader(ds, batch_size=256, shuffle=True, seed=0)
     x, y = next(iter(loader))                           # (256, 1, 28, 28) float, (256,) int64
+
+Importing this package (the registry, ``prepare_dataset``, the ``present`` checks) does not import torch,
+torchvision or numpy, so ``ctbench data list`` starts fast; they are imported when a dataset is built.
+The torch-backed names (:class:`TensorImageDataset`, :func:`make_loader`, :func:`dataset_stats`) come
+from ``ctbench.data.tensors`` on first access.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING
 
 from ctbench.data import cifar, mnist, mnist_mini, tinyimagenet  # noqa: F401  (register the specs)
 from ctbench.data.spec import (
@@ -38,8 +43,12 @@ from ctbench.data.spec import (
     resolve_root,
     resolve_source,
 )
-from ctbench.data.tensors import TensorImageDataset, dataset_stats, make_loader
 from ctbench.data.tinyimagenet import reorganize_val as reorganize_tinyimagenet_val
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from ctbench.data.tensors import TensorImageDataset, dataset_stats, make_loader
 
 __all__ = [
     "DATASETS",
@@ -56,6 +65,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Public names imported from a torch-backed module on first access (PEP 562).
+_LAZY = {
+    "TensorImageDataset": "ctbench.data.tensors",
+    "dataset_stats": "ctbench.data.tensors",
+    "make_loader": "ctbench.data.tensors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups are plain attribute hits
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def prepare_dataset(

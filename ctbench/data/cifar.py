@@ -12,16 +12,16 @@ download. The expected MD5s live in :data:`CIFAR10_MD5`, read at call time so te
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from pathlib import Path
-
-from torchvision import transforms
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import download_url, extract_archive
+from typing import TYPE_CHECKING
 
 from ctbench.data.integrity import (
+    download_url,
     ensure_verified,
+    extract_archive,
     marker_ok,
     missing_error,
     place_dir,
@@ -32,17 +32,28 @@ from ctbench.data.integrity import (
 from ctbench.data.spec import DATASETS, DatasetSpec, require_dir
 from ctbench.errors import CTBenchError
 
+if TYPE_CHECKING:  # torchvision is imported where used: the registry stays light
+    from torchvision import transforms
+    from torchvision.datasets import CIFAR10
+
 logger = logging.getLogger(__name__)
 
-FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
-ARCHIVE = CIFAR10.filename  # "cifar-10-python.tar.gz"
-META = CIFAR10.meta["filename"]  # "batches.meta"
+# torchvision's constants for CIFAR-10 (``torchvision.datasets.CIFAR10``), written out so that importing the
+# registry does not import torchvision; tests/test_data.py checks that they equal torchvision's.
+FOLDER = "cifar-10-batches-py"  # CIFAR10.base_folder
+ARCHIVE = "cifar-10-python.tar.gz"  # CIFAR10.filename
+META = "batches.meta"  # CIFAR10.meta["filename"]
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # CIFAR10.url
 #: Expected MD5 per file (torchvision's tables), plus the archive's. Tests may replace this dict.
 CIFAR10_MD5: dict[str, str] = {
-    **dict(CIFAR10.train_list),
-    **dict(CIFAR10.test_list),
-    META: CIFAR10.meta["md5"],
-    ARCHIVE: CIFAR10.tgz_md5,
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",  # CIFAR10.train_list
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",  # CIFAR10.test_list
+    META: "5ff9c542aee3614f3951f8cda6e48888",  # CIFAR10.meta["md5"]
+    ARCHIVE: "c58f30108f718f92721af3b95e74349a",  # CIFAR10.tgz_md5
 }
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -114,39 +125,50 @@ def prepare_cifar10(root: Path, source: Path | None, download: bool) -> Path:
         places += [source / FOLDER, source]
     if download:
         with staging_dir(root) as tmp:
-            logger.info("downloading CIFAR-10 from %s", CIFAR10.url)
+            logger.info("downloading CIFAR-10 from %s", URL)
             try:
-                download_url(CIFAR10.url, str(tmp), ARCHIVE, None)  # MD5: stage_from_archive
+                download_url(URL, str(tmp), ARCHIVE, None)  # MD5: stage_from_archive
             except (OSError, RuntimeError) as e:
                 raise CTBenchError(f"CIFAR-10 download failed: {e}") from None
             return stage_from_archive(tmp / ARCHIVE, root)
     raise missing_error("cifar10", [f"{FOLDER}/ ({', '.join(_file_md5s())})", ARCHIVE], places)
 
 
-class _VerifiedCIFAR10(CIFAR10):
-    """torchvision's CIFAR10 on a folder already verified by :func:`prepare_cifar10` (marker present).
+@functools.cache
+def _verified_cifar10() -> type[CIFAR10]:
+    """The class :class:`_VerifiedCIFAR10`, created on first use (it subclasses a torchvision class)."""
+    from torchvision.datasets import CIFAR10
 
-    Skips torchvision's re-hashing of all six batch files on every construction; the MD5 of the metadata
-    file is taken from :data:`CIFAR10_MD5`.
-    """
+    class _VerifiedCIFAR10(CIFAR10):
+        """torchvision's CIFAR10 on a folder already verified by :func:`prepare_cifar10` (marker present).
 
-    def __init__(self, root: str, train: bool, transform):
-        self.meta = {**CIFAR10.meta, "md5": CIFAR10_MD5[META]}
-        super().__init__(root, train=train, transform=transform, download=False)
+        Skips torchvision's re-hashing of all six batch files on every construction; the MD5 of the metadata
+        file is taken from :data:`CIFAR10_MD5`.
+        """
 
-    def _check_integrity(self) -> bool:
-        return True
+        def __init__(self, root: str, train: bool, transform):
+            self.meta = {**CIFAR10.meta, "md5": CIFAR10_MD5[META]}
+            super().__init__(root, train=train, transform=transform, download=False)
+
+        def _check_integrity(self) -> bool:
+            return True
+
+    _VerifiedCIFAR10.__module__ = __name__  # picklable as ctbench.data.cifar._VerifiedCIFAR10 (__getattr__)
+    _VerifiedCIFAR10.__qualname__ = "_VerifiedCIFAR10"
+    return _VerifiedCIFAR10
 
 
 def cifar10_transform(augment: bool) -> transforms.Compose:
     """PIL image → float tensor (3, 32, 32) in [0, 1]; with ``augment`` flip + RandomCrop(32, zero pad 2)."""
+    from torchvision import transforms
+
     aug = [transforms.RandomHorizontalFlip(), transforms.RandomCrop(32, padding=2, padding_mode="constant")]
     return transforms.Compose([*(aug if augment else []), transforms.ToTensor()])
 
 
 def build_cifar10(location: Path, split: str, augment: bool) -> CIFAR10:
     """``torchvision.datasets.CIFAR10`` items ``(float (3, 32, 32) in [0, 1], int)``."""
-    return _VerifiedCIFAR10(
+    return _verified_cifar10()(
         str(location.parent), train=split == "train", transform=cifar10_transform(augment)
     )
 
@@ -166,3 +188,14 @@ CIFAR10_SPEC = DATASETS.register("cifar10")(
         present=lambda root: marker_ok(root / FOLDER, _file_md5s()),
     )
 )
+
+
+def __getattr__(name: str):
+    """``CIFAR10`` (torchvision's class) and ``_VerifiedCIFAR10``, imported on first access (PEP 562)."""
+    if name == "CIFAR10":
+        from torchvision.datasets import CIFAR10
+
+        return CIFAR10
+    if name == "_VerifiedCIFAR10":
+        return _verified_cifar10()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

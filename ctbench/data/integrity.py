@@ -21,8 +21,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from torchvision.datasets.utils import calculate_md5
-
 from ctbench import __version__
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path, write_json
@@ -34,9 +32,12 @@ MARKER = ".ctbench-verified.json"
 
 def md5_of(path: Path, *, uncompressed: bool = False) -> str:
     """MD5 of ``path``; with ``uncompressed`` the MD5 of its gunzipped content (for ``*.gz`` files)."""
-    if not uncompressed:
-        return calculate_md5(path)
     md5 = hashlib.md5(usedforsecurity=False)
+    if not uncompressed:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                md5.update(block)
+        return md5.hexdigest()
     try:
         with gzip.open(path, "rb") as f:
             while block := f.read(1 << 20):
@@ -150,6 +151,20 @@ def place_dir(staged: Path, final: Path, is_ready) -> None:
         raise CTBenchError(
             f"{final} exists but is incomplete or unverified; delete it and prepare the data again"
         ) from None
+
+
+def download_url(url: str, root: str, filename: str | None = None, md5: str | None = None) -> None:
+    """``torchvision.datasets.utils.download_url`` (torchvision is imported on first use, not with ctbench.data)."""
+    from torchvision.datasets.utils import download_url as tv_download_url
+
+    tv_download_url(url, root, filename, md5)
+
+
+def extract_archive(from_path: str, to_path: str | None = None) -> str:
+    """``torchvision.datasets.utils.extract_archive`` (torchvision is imported on first use); returns ``to_path``."""
+    from torchvision.datasets.utils import extract_archive as tv_extract_archive
+
+    return tv_extract_archive(from_path, to_path)
 
 
 def missing_error(

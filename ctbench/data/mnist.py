@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import torch
-from torchvision.datasets.mnist import read_image_file, read_label_file
+from typing import TYPE_CHECKING
 
 from ctbench.data.integrity import (
     copy_atomic,
@@ -27,8 +25,12 @@ from ctbench.data.integrity import (
     write_marker,
 )
 from ctbench.data.spec import DATASETS, DatasetSpec, require_dir
-from ctbench.data.tensors import TensorImageDataset
 from ctbench.errors import CTBenchError
+
+if TYPE_CHECKING:  # torch and torchvision are imported where used: the registry stays light
+    import torch
+
+    from ctbench.data.tensors import TensorImageDataset
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ def prepare_mnist(root: Path, source: Path | None, download: bool) -> Path:
 
 def read_mnist_split(location: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw split from a prepared ``MNIST/raw`` folder: uint8 images (N, 28, 28), int64 labels (N,)."""
+    import torch
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     prefix = _PREFIX[split]
     images = read_image_file(str(location / f"{prefix}-images-idx3-ubyte"))
     labels = read_label_file(str(location / f"{prefix}-labels-idx1-ubyte"))
@@ -117,6 +122,8 @@ def read_mnist_split(location: Path, split: str) -> tuple[torch.Tensor, torch.Te
 
 def build_mnist(location: Path, split: str, augment: bool) -> TensorImageDataset:
     """The whole split in memory: items ``(float (1, 28, 28) in [0, 1], int)``; no augmentation (C.1)."""
+    from ctbench.data.tensors import TensorImageDataset
+
     images, labels = read_mnist_split(location, split)
     return TensorImageDataset(images.unsqueeze(1), labels, classes=MNIST_CLASSES)
 

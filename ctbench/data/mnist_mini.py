@@ -14,14 +14,16 @@ import io
 import logging
 import zipfile
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from ctbench.data.mnist import MNIST_CLASSES, MNIST_MEAN, MNIST_STD, read_mnist_split
 from ctbench.data.spec import DATASETS, DatasetSpec
-from ctbench.data.tensors import TensorImageDataset
 from ctbench.errors import CTBenchError
+
+if TYPE_CHECKING:  # numpy and torch are imported where used: the registry stays light
+    import numpy as np
+
+    from ctbench.data.tensors import TensorImageDataset
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def npz_path() -> Path:
 
 def select_indices(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
     """The first ``per_class`` indices of each class in ``labels``, merged in ascending order (int32)."""
+    import numpy as np
+
     chosen = []
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)[:per_class]
@@ -50,6 +54,8 @@ def select_indices(labels: np.ndarray, per_class: int, num_classes: int = 10) ->
 
 def build_arrays(raw: Path) -> dict[str, np.ndarray]:
     """The subset's arrays from a prepared (verified) ``MNIST/raw`` folder."""
+    import numpy as np
+
     arrays = {}
     for split, k in PER_CLASS.items():
         images, labels = read_mnist_split(raw, split)
@@ -62,6 +68,8 @@ def build_arrays(raw: Path) -> dict[str, np.ndarray]:
 
 def write_npz(arrays: dict[str, np.ndarray], out: Path) -> None:
     """A deterministic ``.npz`` (fixed member order and timestamps, deflate level 9) for ``np.load``."""
+    import numpy as np
+
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for key in KEYS:
             buf = io.BytesIO()
@@ -74,6 +82,8 @@ def write_npz(arrays: dict[str, np.ndarray], out: Path) -> None:
 
 def content_sha256(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over the arrays' names, dtypes, shapes and bytes (independent of zip/zlib details)."""
+    import numpy as np
+
     h = hashlib.sha256()
     for key in KEYS:
         a = np.ascontiguousarray(arrays[key])
@@ -84,6 +94,8 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 def load_arrays(path: Path | None = None, sha256: str | None = None) -> dict[str, np.ndarray]:
     """The shipped arrays, after checking the file's SHA-256 (a corrupt file raises ``CTBenchError``)."""
+    import numpy as np
+
     path = npz_path() if path is None else Path(path)
     expected = NPZ_SHA256 if sha256 is None else sha256
     try:
@@ -108,6 +120,11 @@ def prepare_mnist_mini(root: Path, source: Path | None, download: bool) -> Path:
 
 def build_mnist_mini(location: Path, split: str, augment: bool) -> TensorImageDataset:
     """Items ``(float (1, 28, 28) in [0, 1], int)``; no augmentation, as for MNIST."""
+    import numpy as np
+    import torch
+
+    from ctbench.data.tensors import TensorImageDataset
+
     arrays = load_arrays(location)
     images = torch.from_numpy(arrays[f"{split}_images"]).unsqueeze(1)
     labels = torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64))

@@ -3,6 +3,9 @@
 A :class:`DatasetSpec` says what a dataset *is* (input shape, classes, per-channel mean/std used by the
 model's ``Normalization`` layer — inputs and ε stay in [0, 1] pixel space) and how to obtain and open it
 (three callables supplied by the dataset's module). Specs are registered by name in :data:`DATASETS`.
+
+This module, like the registry as a whole (``ctbench.data``), imports neither torch nor torchvision, so
+``ctbench data list`` starts fast: the dataset modules import them inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING
 
 from ctbench.errors import CTBenchError
 from ctbench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ ENV_SOURCE = "CTBENCH_DATA_SOURCE"
 #: ``prepare(root, source_dir, download) -> Path``: make the data present and verified; return its location.
 PrepareFn = Callable[[Path, "Path | None", bool], Path]
 #: ``build(location, split, augment) -> Dataset`` of ``(float tensor (C, H, W) in [0, 1], int label)``.
-BuildFn = Callable[[Path, str, bool], Dataset]
+BuildFn = Callable[[Path, str, bool], "Dataset"]
 #: ``present(root) -> bool``: cheap check (no hashing) that ``prepare`` would find the data ready.
 PresentFn = Callable[[Path], bool]
 

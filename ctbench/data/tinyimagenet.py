@@ -16,18 +16,18 @@ two index files.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-
-from torchvision import transforms
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.utils import download_url, extract_archive
+from typing import TYPE_CHECKING
 
 from ctbench.data.integrity import (
     MARKER,
+    download_url,
+    extract_archive,
     md5_of,
     missing_error,
     place_dir,
@@ -37,6 +37,10 @@ from ctbench.data.integrity import (
 )
 from ctbench.data.spec import DATASETS, DatasetSpec, require_dir
 from ctbench.errors import CTBenchError
+
+if TYPE_CHECKING:  # torchvision is imported where used: the registry stays light
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
 
 logger = logging.getLogger(__name__)
 
@@ -185,19 +189,30 @@ def prepare_tinyimagenet(root: Path, source: Path | None, download: bool) -> Pat
     raise missing_error("tinyimagenet", [f"{FOLDER}/ (with wnids.txt, train/, val/)", ARCHIVE], places)
 
 
-class WnidImageFolder(ImageFolder):
-    """``ImageFolder`` whose classes are the given wnids (sorted) rather than whatever folders exist."""
+@functools.cache
+def _wnid_image_folder() -> type[ImageFolder]:
+    """The class :class:`WnidImageFolder`, created on first use (it subclasses a torchvision class)."""
+    from torchvision.datasets import ImageFolder
 
-    def __init__(self, root: str, wnids: list[str], transform):
-        self._wnids = sorted(wnids)
-        super().__init__(root, transform=transform)
+    class WnidImageFolder(ImageFolder):
+        """``ImageFolder`` whose classes are the given wnids (sorted) rather than whatever folders exist."""
 
-    def find_classes(self, directory):
-        return self._wnids, {w: i for i, w in enumerate(self._wnids)}
+        def __init__(self, root: str, wnids: list[str], transform):
+            self._wnids = sorted(wnids)
+            super().__init__(root, transform=transform)
+
+        def find_classes(self, directory):
+            return self._wnids, {w: i for i, w in enumerate(self._wnids)}
+
+    WnidImageFolder.__module__ = __name__  # picklable as ctbench.data.tinyimagenet.WnidImageFolder (__getattr__)
+    WnidImageFolder.__qualname__ = "WnidImageFolder"
+    return WnidImageFolder
 
 
 def tinyimagenet_transform(augment: bool) -> transforms.Compose:
     """PIL image → float (3, 64, 64) in [0, 1]; with ``augment`` flip + RandomCrop(64, zero pad 4)."""
+    from torchvision import transforms
+
     aug = [transforms.RandomHorizontalFlip(), transforms.RandomCrop(64, padding=4, padding_mode="constant")]
     return transforms.Compose([*(aug if augment else []), transforms.ToTensor()])
 
@@ -206,7 +221,7 @@ def build_tinyimagenet(location: Path, split: str, augment: bool) -> ImageFolder
     """``ImageFolder`` on ``train/`` or ``val/`` (split ``test``): items ``(float (3, 64, 64), int)``."""
     folder = location / ("train" if split == "train" else "val")
     try:
-        return WnidImageFolder(str(folder), read_wnids(location), tinyimagenet_transform(augment))
+        return _wnid_image_folder()(str(folder), read_wnids(location), tinyimagenet_transform(augment))
     except FileNotFoundError as e:
         raise CTBenchError(f"TinyImageNet {split} split in {folder} is incomplete: {e}") from None
 
@@ -226,3 +241,10 @@ TINYIMAGENET_SPEC = DATASETS.register("tinyimagenet")(
         present=lambda root: is_prepared(root / FOLDER),
     )
 )
+
+
+def __getattr__(name: str):
+    """``WnidImageFolder`` (a torchvision ``ImageFolder``), created on first access (PEP 562)."""
+    if name == "WnidImageFolder":
+        return _wnid_image_folder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
