@@ -5,7 +5,8 @@ Everything is saved as tensors + plain dicts / lists / str / int / float, so bot
 
 ``train/checkpoint.pt`` (after every epoch)::
 
-    {"format": "ctbench-train-checkpoint", "version": 1, "config_hash": str, "config": json str,
+    {"format": "ctbench-train-checkpoint", "version": 1, "fingerprint": str, "config_hash": str,
+     "config": json str,
      "epoch": int (epochs completed), "global_step": int, "model": state_dict,
      "optimizer": ..., "lr_scheduler": ..., "swa": state_dict | None, "rng": {...},
      "best": {"epoch": int, "metric": float, "state_dict": ...} | None, "history": [row dicts]}
@@ -13,6 +14,7 @@ Everything is saved as tensors + plain dicts / lists / str / int / float, so bot
 ``train/candidates.pt`` (once, when training finished)::
 
     {"format": "ctbench-train-candidates", "version": 1, "config": json str, "config_hash": str,
+     "fingerprint": str (the training run's, ctbench.grid.fingerprint.train_fingerprint),
      "last": {"epoch", "state_dict"}, "best": {"epoch", "metric", "state_dict"} | None,
      "swa": {"epoch", "n_averaged", "state_dict"} | None}
 
@@ -30,7 +32,7 @@ import torch
 
 from ctbench.config import config_hash, to_json
 from ctbench.errors import CTBenchError
-from ctbench.io import atomic_path
+from ctbench.io import atomic_path, load_torch
 
 logger = logging.getLogger(__name__)
 
@@ -94,48 +96,45 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, config: dict) -> dict:
-    """Load ``train/checkpoint.pt``; refuse one written for a different resolved config."""
+def load_checkpoint(path: str | os.PathLike, fingerprint: str) -> dict:
+    """Load ``train/checkpoint.pt``; refuse one written for another training run (fingerprint)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CTBenchError(f"cannot read checkpoint {path}: {e}; delete it to start over") from None
+        ckpt = load_torch(path, "ctbench training checkpoint")
+    except CTBenchError as e:
+        raise CTBenchError(f"{e}; delete it to start over") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CTBenchError(f"{path} is not a ctbench training checkpoint; delete it to start over")
-    if ckpt.get("config_hash") != config_hash(config):
+    if ckpt.get("fingerprint") != fingerprint:
         raise CTBenchError(
-            f"checkpoint {path} was written for a different configuration; use another --out or delete it"
+            f"checkpoint {path} was written for a different configuration; use another --out, delete it, "
+            "or pass --on-config-change restart (keeps it aside)"
         )
     return ckpt
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> str | None:
+    """The fingerprint a checkpoint was written for (None if it is unreadable or not a checkpoint)."""
+    try:
+        ckpt = load_torch(path, "ctbench training checkpoint")
+    except CTBenchError:
+        return None
+    return ckpt.get("fingerprint") if isinstance(ckpt, dict) else None
 
 
 CANDIDATES_FORMAT = "ctbench-train-candidates"
 
 
-def checkpoint_matches(path: str | os.PathLike, config: dict) -> bool:
-    """True if the checkpoint at ``path`` was written for this resolved config (unreadable → False)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint does not match
-        return False
-    return isinstance(ckpt, dict) and ckpt.get("config_hash") == config_hash(config)
-
-
-def save_candidates(path: str | os.PathLike, config: dict, candidates: dict) -> None:
+def save_candidates(path: str | os.PathLike, config: dict, candidates: dict, fingerprint: str) -> None:
     """Write ``train/candidates.pt``: the finished run's ``last``, ``best`` and ``swa`` states + config."""
     payload = {"format": CANDIDATES_FORMAT, "version": 1, "config": to_json(config),
-               "config_hash": config_hash(config), **candidates}
+               "config_hash": config_hash(config), "fingerprint": fingerprint, **candidates}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_candidates(path: str | os.PathLike) -> dict:
     """Read ``train/candidates.pt`` (``weights_only=True``); clear error for anything else."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CTBenchError(f"cannot read training candidates {path}: {reason}") from None
+    payload = load_torch(path, "ctbench training-candidates file (train/candidates.pt)")
     if not isinstance(payload, dict) or payload.get("format") != CANDIDATES_FORMAT:
         raise CTBenchError(f"{path} is not a ctbench training-candidates file (from `ctbench train`)")
     return payload

@@ -20,9 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import pickle
 import subprocess
-import zipfile
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ from torch import nn
 
 from ctbench import __version__
 from ctbench.errors import CTBenchError
-from ctbench.io import atomic_path
+from ctbench.io import atomic_path, load_torch
 
 FORMAT = "ctbench-model/1"
 
@@ -77,13 +75,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     from ctbench.models import create_model
 
     path = Path(path)
-    if not path.is_file():
-        raise CTBenchError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CTBenchError(f"cannot read model file {path}: {reason}") from None
+    payload = load_torch(path, "ctbench model file", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CTBenchError(f"{path} is not a ctbench model file (expected format {FORMAT})")
     meta = {

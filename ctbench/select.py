@@ -21,6 +21,7 @@ import os
 
 from ctbench.checkpoint import load_candidates
 from ctbench.config import config_hash
+from ctbench.grid.fingerprint import check_expected
 from ctbench.modelfile import save_model
 from ctbench.models import create_model
 
@@ -37,9 +38,18 @@ def choose(candidates: dict, config: dict) -> tuple[str, dict]:
     return "last", candidates["last"]
 
 
-def select_model(candidates_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
-    """Write the selected model to ``out_path``; returns ``{"model_path", "selection", "selected_epoch"}``."""
+def select_model(candidates_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                 fingerprint: str | None = None, expect: dict | None = None) -> dict:
+    """Write the selected model to ``out_path``; returns ``{"model_path", "selection", "selected_epoch"}``.
+
+    ``model.pt``'s provenance records ``fingerprints``: the training run's (from the candidates) and, when
+    given, this stage's (``select``). ``expect`` (stage → fingerprint) refuses candidates of another run.
+    """
     payload = load_candidates(candidates_path)
+    fingerprints = {"train": payload.get("fingerprint")}
+    check_expected(candidates_path, fingerprints, expect or {})
+    if fingerprint:
+        fingerprints["select"] = fingerprint
     config = json.loads(payload["config"])
     how, chosen = choose(payload, config)
     model = create_model(config["model"], config["dataset"])
@@ -48,6 +58,7 @@ def select_model(candidates_path: str | os.PathLike, out_path: str | os.PathLike
         out_path, model, model_name=config["model"], dataset=config["dataset"], config=config,
         method=config.get("method"), eps=config.get("eps_str"), seed=config.get("seed"),
         config_hash=config_hash(config), selection=how, selected_epoch=int(chosen["epoch"]),
+        fingerprints=fingerprints, variant=config.get("variant", ""), train_limits=payload.get("limits") or {},
     )
     logger.info("selected %s (epoch %s) → %s", how, chosen["epoch"], out_path)
     return {"model_path": str(out_path), "selection": how, "selected_epoch": int(chosen["epoch"])}

@@ -16,7 +16,12 @@ Outputs under ``out_dir``::
     train/candidates.pt   the finished run's selection candidates: last, best-by-metric, SWA average
     model.pt              the selected one (``ctbench.select``; skipped with ``select=False``, as the
                           Snakemake DAG does: its ``select`` rule writes it)
-    config.yaml           the resolved config
+    config.yaml           the resolved config (written at the start)
+
+A training run is identified by its fingerprint (``ctbench.grid.fingerprint.train_fingerprint``: the
+resolved config and the run-length limits ``subset`` / ``max_steps``); the checkpoint, the candidates
+and ``model.pt`` carry it. A checkpoint of another run is refused, or — with
+``on_config_change="restart"`` — moved to ``train/stale/`` and training starts afresh.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 import yaml
 
 from ctbench.checkpoint import (
-    checkpoint_matches,
+    checkpoint_fingerprint,
     cpu_state_dict,
     get_rng_state,
     load_checkpoint,
@@ -43,6 +48,7 @@ from ctbench.checkpoint import (
     set_rng_state,
 )
 from ctbench.config import config_hash, to_json
+from ctbench.grid.fingerprint import train_fingerprint
 from ctbench.io import write_text
 from ctbench.logs import progress
 from ctbench.methods import create_method
@@ -76,9 +82,11 @@ class TrainOptions:
     ``max_epochs`` stops after that many completed epochs (checkpoint kept, no ``model.pt``): re-run
     without it to resume. ``select`` writes ``model.pt`` after training (the DAG runs ``ctbench select``
     as its own job instead). ``on_config_change``: what to do with a checkpoint written for another
-    resolved config — ``"error"`` (default) or ``"restart"`` (the DAG: a changed cell trains afresh).
-    ``max_steps`` caps the steps per epoch and ``subset`` uses the first N train and test samples
-    (quick runs, tests). ``dtype`` float64 is for numerical checks.
+    resolved config — ``"error"`` (default) or ``"restart"`` (the DAG: a changed cell trains afresh; the
+    old checkpoint is kept in ``train/stale/``). ``max_steps`` caps the steps per epoch and ``subset``
+    uses the first N train and test samples (quick runs, tests); both are part of the run's fingerprint.
+    ``version`` is the workflow's train-stage version (part of the fingerprint). ``dtype`` float64 is
+    for numerical checks.
     """
 
     device: str = "cpu"
@@ -91,6 +99,11 @@ class TrainOptions:
     show_progress: bool = True
     select: bool = True
     on_config_change: str = "error"
+    version: int = 1
+
+    def fingerprint(self, config: dict) -> str:
+        """The training run's fingerprint: resolved config + run-length limits + stage version."""
+        return train_fingerprint(config, {"subset": self.subset, "max_steps": self.max_steps}, self.version)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -186,12 +199,13 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
     selection = config.get("model_selection") or "robust_accu"
     epochs = int(config["epochs"])
 
+    fingerprint = opts.fingerprint(config)
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
     start_epoch, global_step, best, history = 0, 0, None, []
-    if ckpt_path.exists() and opts.on_config_change == "restart" and not checkpoint_matches(ckpt_path, config):
-        logger.warning("%s was written for another configuration: training this cell afresh", ckpt_path)
-        ckpt_path.unlink()
+    if opts.on_config_change == "restart":
+        _set_aside_if_stale(ckpt_path, fingerprint)
     if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, config)
+        ckpt = load_checkpoint(ckpt_path, fingerprint)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -288,6 +302,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         save_checkpoint(
             ckpt_path,
             {
+                "fingerprint": fingerprint,
                 "config_hash": config_hash(config),
                 "config": to_json(config),
                 "epoch": epoch + 1,
@@ -303,6 +318,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         )
         write_text(hist_path, _history_csv(history))
 
+    write_text(hist_path, _history_csv(history))  # also when nothing was left to train (a resumed finished run)
     done = len(history) >= epochs
     summary = {"status": "done" if done else "interrupted", "epochs_done": len(history), "history": history}
     if not done:
@@ -313,17 +329,35 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         "last": {"epoch": epochs, "state_dict": cpu_state_dict(model)},
         "best": best,
         "swa": None,
+        "limits": {"subset": opts.subset, "max_steps": opts.max_steps},
     }
     if swa is not None:
         averaged = swa.final_model(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)
         candidates["swa"] = {"epoch": epochs, "n_averaged": swa.n_averaged, "state_dict": cpu_state_dict(averaged)}
     cand_path = out / "train" / "candidates.pt"
-    save_candidates(cand_path, config, candidates)
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    save_candidates(cand_path, config, candidates, fingerprint)
     summary["candidates_path"] = str(cand_path)
     if opts.select:
         summary.update(select_model(cand_path, out / "model.pt"))
     return summary
+
+
+def _set_aside_if_stale(ckpt_path: Path, fingerprint: str) -> None:
+    """Move a checkpoint of another training run to ``train/stale/`` (kept, never silently deleted); if
+    ``train/stale/`` holds this run's own checkpoint (a change that was reverted), bring it back."""
+    stale_dir = ckpt_path.parent / "stale"
+    if ckpt_path.exists():
+        old = checkpoint_fingerprint(ckpt_path)
+        if old == fingerprint:
+            return
+        stale_dir.mkdir(parents=True, exist_ok=True)
+        kept = stale_dir / f"checkpoint-{(old or 'unreadable')[:12]}.pt"
+        ckpt_path.replace(kept)
+        logger.warning("%s was written for another configuration: kept as %s", ckpt_path, kept)
+    mine = stale_dir / f"checkpoint-{fingerprint[:12]}.pt"
+    if mine.exists() and checkpoint_fingerprint(mine) == fingerprint:
+        mine.replace(ckpt_path)
+        logger.info("restored this configuration's own checkpoint from %s", mine)
 
 
 def train_ibp_model(out_dir: str | Path, *, train_samples: int, epochs: int, eps: float, seed: int = 0) -> Path:

@@ -336,3 +336,24 @@ def test_benchmark_script_smoke(model_path):
     assert (
         sum(r["decided"] for r in res["stages"]) + res["counts"]["incorrect"] + res["counts"]["unknown"] == 8
     )
+
+
+def test_complete_limit_sends_only_the_first_samples_to_the_complete_stage(model_path, tmp_path):
+    """Paper Table 1's rule for PGD/EDAC models (†): with complete_limit k only the first k samples may reach
+    BaB; later undecided samples stay unknown. Recorded in the file's settings and in the summary."""
+    from ctbench.certify.summarize import summarize
+
+    eps = "0.15"  # large enough that IBP leaves samples undecided for BaB
+    full = certify_file(model_path, tmp_path / "full.h5", eps=eps, n=N, batch_size=16, stages=("IBP", "BaB"), **FAST)
+    limited = certify_file(model_path, tmp_path / "lim.h5", eps=eps, n=N, batch_size=16, stages=("IBP", "BaB"),
+                           complete_limit=5, **FAST)
+    data, attrs = read_h5(tmp_path / "lim.h5")
+    ref, _ = read_h5(tmp_path / "full.h5")
+    assert attrs["settings"]["complete_limit"] == 5
+    bab = list(attrs["stages"]).index("BaB")
+    assert data["stage_samples"][bab] <= 5 < ref["stage_samples"][bab]
+    assert np.array_equal(data["status"][:5], ref["status"][:5])  # the first 5 are decided exactly as before
+    later = data["status"][5:]
+    assert set(later.tolist()) <= {int(Status.INCORRECT), int(Status.CERTIFIED_IBP), int(Status.UNKNOWN)}
+    assert limited["unknown"] > full["unknown"]
+    assert summarize(tmp_path / "lim.h5")["complete_limit"] == 5

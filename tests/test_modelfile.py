@@ -1,5 +1,6 @@
 """model.pt: round trip with weights_only=True, and clear errors for bad files."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,8 +41,38 @@ def test_truncated_file(tmp_path):
     save_model(tmp_path / "m.pt", model, model_name="cnn_small", dataset="mnist")
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CTBenchError, match="cannot read"):
+    with pytest.raises(CTBenchError, match="not a ctbench model file"):
         load_model(tmp_path / "m.pt")
+
+
+class _Payload:
+    """A pickle that would run code when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("kind", ["random", "pickle"])
+@pytest.mark.parametrize("command", ["certify", "attack", "select"])
+def test_foreign_files_are_named_as_such_by_every_command(tmp_path, capsys, kind, command):
+    """Random bytes or an arbitrary pickle given as a model / candidates file: one line saying it is not a
+    ctbench file, exit 2 — and never torch's advice to load it with weights_only=False."""
+    path = tmp_path / "model.pt"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        torch.save({"state_dict": _Payload()}, path)
+    args = {"certify": ["certify", "--model", str(path), "--eps", "0.1", "--out", str(tmp_path / "c.h5")],
+            "attack": ["attack", "--model", str(path), "--eps", "0.1", "--out", str(tmp_path / "a.h5")],
+            "select": ["select", str(path), "--out", str(tmp_path / "m.pt")]}[command]
+    from ctbench.cli import main
+
+    rc = main(args)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "is not a ctbench" in err and "weights_only" not in err.lower() and "this must never run" not in captured.out
+    assert not (tmp_path / "c.h5").exists() and not (tmp_path / "a.h5").exists() and not (tmp_path / "m.pt").exists()
 
 
 def test_wrong_architecture(tmp_path):

@@ -94,3 +94,85 @@ def test_bad_cell_paths_and_files_give_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot read cell summary" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# -- the current configuration: manifest, †, reduced-scale notes, ablations ---------------------------------
+
+
+def _cell_summary(root: Path, cell: dict, nat: float, cert, adv: float, fingerprint: str, **extra) -> Path:
+    run = cell["method"] + (f"+{cell['variant']}" if cell["variant"] else "")
+    cell_dir = root / "results" / cell["dataset"] / cell["eps"] / cell["model"] / run / f"seed{cell['seed']}"
+    path = cell_dir / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cell": cell, "nat_acc": nat, "cert_acc": cert, "adv_acc": adv,
+                                "fingerprints": {"summarize": fingerprint}, **extra}))
+    return path
+
+
+def _manifest(tmp_path: Path, entries: list[tuple[dict, str, bool, str]]) -> Path:
+    path = tmp_path / "cells.json"
+    path.write_text(json.dumps({"format": "ctbench-grid/1", "cells": [
+        {"cell": c, "table1": t1, "changes": ch, "fingerprints": {"summarize": fp}} for c, fp, t1, ch in entries]}))
+    return path
+
+
+def _cell(method, seed=0, model="cnn7", variant="", dataset="mnist", eps="0.3"):
+    return {"dataset": dataset, "eps": eps, "model": model, "method": method, "variant": variant, "seed": seed}
+
+
+def test_report_refuses_cells_made_under_another_configuration(tmp_path, capsys):
+    a, b = _cell("ibp"), _cell("sabr")
+    paths = [_cell_summary(tmp_path, a, 0.9, 0.8, 0.85, "fp-a"), _cell_summary(tmp_path, b, 0.9, 0.8, 0.85, "old-b")]
+    manifest = _manifest(tmp_path, [(a, "fp-a", True, ""), (b, "new-b", True, "")])
+    rc = run_cli(["report", *map(str, paths), "--manifest", str(manifest), "--literature", str(LITERATURE),
+                  "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "1 cell summaries do not match the current configuration" in err
+    assert "mnist/0.3/cnn7/sabr/seed0" in err and "old-b" in err and "new-b" in err and "/ibp/" not in err
+    assert not (tmp_path / "out").exists()
+    # a summary of a cell the current grid does not have is refused too
+    other = _cell_summary(tmp_path, _cell("taps"), 0.9, 0.8, 0.85, "fp-t")
+    manifest = _manifest(tmp_path, [(a, "fp-a", True, "")])
+    with pytest.raises(CTBenchError, match="taps/seed0 \\(not a cell of the current configuration\\)"):
+        write_reports([paths[0], other], LITERATURE, tmp_path / "out", manifest=manifest)
+    # all current: written
+    t1, _ = write_reports([paths[0]], LITERATURE, tmp_path / "out", manifest=manifest)
+    assert list(t1.method) == ["IBP"]
+
+
+def test_dagger_and_reduced_scale_notes(tmp_path):
+    from ctbench.config import load_hparams
+
+    pgd = _cell("pgd")
+    paths = [_cell_summary(tmp_path, pgd, 0.99, 0.0, 0.93, "p", n=10000, complete_limit=10, epochs=70),
+             _cell_summary(tmp_path, _cell("ibp", dataset="mnist_mini", model="cnn_small"), 0.9, 0.8, 0.85, "i",
+                           n=500, epochs=5, train_subset=2000)]
+    t1, _ = write_reports(paths, LITERATURE, tmp_path / "out", hparams_path=ROOT / "config" / "hparams.yaml")
+    pgd_row, ibp_row = t1.iloc[0], t1.iloc[1]
+    assert pgd_row.cert_dagger == "complete verification on the first 10 samples only" and pgd_row.note == ""
+    assert ibp_row.cert_dagger == ""
+    assert ibp_row.note == ("reduced scale: mnist_mini (6,000/1,000-image MNIST subset), cnn_small (paper: CNN7), "
+                            f"5 epochs (paper: {load_hparams()['settings']['mnist_0.3']['epochs']}), "
+                            "first 2000 training images, 500 test samples")
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "| 0.00 † |" in md and "† complete verification on the first 10 samples only" in md
+    assert "[1] reduced scale: mnist_mini" in md
+    assert r"0.00$^\dagger$" in (tmp_path / "out" / "table1.tex").read_text()
+
+
+def test_ablations_put_variants_and_extra_cells_beside_their_base_cells(tmp_path):
+    base = [_cell("ibp", seed=s) for s in (0, 1)]
+    l1 = [_cell("ibp", seed=s, variant="l1_1e-06") for s in (0, 1)]
+    cnn5 = _cell("ibp", model="cnn5")
+    paths = [_cell_summary(tmp_path, c, nat, 0.5, 0.6, f"f{i}") for i, (c, nat) in
+             enumerate([(base[0], 0.90), (base[1], 0.92), (l1[0], 0.80), (l1[1], 0.84), (cnn5, 0.70)])]
+    manifest = _manifest(tmp_path, [(c, f"f{i}", i < 2, ["", "", "l1=1e-06", "l1=1e-06", "model=cnn5"][i])
+                                    for i, c in enumerate([*base, *l1, cnn5])])
+    t1, stats = write_reports(paths, LITERATURE, tmp_path / "out", manifest=manifest)
+    assert len(t1) == 1 and stats.n_seeds.tolist() == [2]
+    abl = pd.read_csv(tmp_path / "out" / "ablations.csv")
+    assert abl.variant.fillna("").tolist() == ["l1_1e-06", ""] and abl.changes.tolist() == ["l1=1e-06", "model=cnn5"]
+    assert abl.nat_mean.tolist() == pytest.approx([82.0, 70.0], abs=0.01)
+    assert abl.base_nat.tolist() == pytest.approx([91.0, 91.0], abs=0.01) and abl.base_model.tolist() == ["cnn7"] * 2
+    assert "l1=1e-06" in (tmp_path / "out" / "ablations.md").read_text()

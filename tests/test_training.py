@@ -226,6 +226,35 @@ def test_outputs_and_model_file(tmp_path):
     assert json.loads(torch.load(tmp_path / "model.pt", weights_only=True)["config"])["l1"] == 1e-3
 
 
+def test_restart_keeps_other_checkpoints_aside_and_brings_back_its_own(tmp_path):
+    """on_config_change="restart": another configuration's checkpoint moves to train/stale/ (never deleted);
+    returning to a configuration whose checkpoint is there resumes it instead of training again."""
+    a, b = _cfg("standard"), _cfg("standard", l1=1e-3)
+    opts = TrainOptions(on_config_change="restart", **TINY_OPTS)
+    first = train(a, tmp_path, TrainOptions(on_config_change="restart", max_epochs=2, **TINY_OPTS))
+    assert first["status"] == "interrupted"
+    fp_a, fp_b = opts.fingerprint(a), opts.fingerprint(b)
+    train(b, tmp_path, opts)
+    stale = tmp_path / "train" / "stale" / f"checkpoint-{fp_a[:12]}.pt"
+    assert stale.is_file() and torch.load(stale, weights_only=True)["epoch"] == 2
+    resumed = train(a, tmp_path, opts)  # a again: its own 2-epoch checkpoint comes back and training resumes
+    assert resumed["status"] == "done" and [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert (tmp_path / "train" / "stale" / f"checkpoint-{fp_b[:12]}.pt").is_file() and not stale.exists()
+    assert json.loads(torch.load(tmp_path / "model.pt", weights_only=True)["provenance"])["fingerprints"] == {
+        "train": fp_a}
+    # the run-length limits are part of a run: another subset is another run
+    assert TrainOptions(max_steps=2, subset=32).fingerprint(a) != fp_a
+
+
+def test_cli_no_select_and_cell_file(tmp_path, capsys):
+    """`ctbench train --no-select` stops at candidates.pt (the DAG's select rule writes model.pt)."""
+    rc = cli.main(["train", "--dataset", "mnist_mini", "--eps", "0.1", "--method", "standard", "--model",
+                   "cnn_small", "--epochs", "1", "--max-steps", "1", "--subset", "32", "--no-select",
+                   "--out", str(tmp_path)])
+    assert rc == 0 and (tmp_path / "train" / "candidates.pt").is_file() and not (tmp_path / "model.pt").exists()
+    assert "select with `ctbench select`" in capsys.readouterr().out
+
+
 def test_select_rules_and_no_select(tmp_path):
     """train(select=False) stops at candidates.pt; select_model applies the config's rule."""
     from ctbench.checkpoint import load_candidates

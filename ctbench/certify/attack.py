@@ -37,6 +37,7 @@ from ctbench.certify.run import (
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
 from ctbench.errors import CTBenchError
+from ctbench.io import sha256_file
 from ctbench.logs import progress
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ def attack_file(
     data_root=None,
     hook=None,
     resume_state: bool = True,
+    fingerprint: str | None = None,
+    expect: dict | None = None,
 ) -> dict:
     """``ctbench attack``; returns counts (also written as attributes of ``out``).
 
@@ -111,7 +114,7 @@ def attack_file(
     check_writable(out)
     model, meta, ds, spec = load_for_certification(model_path, dataset, split, data_root)
     indices = np.asarray(select_indices(len(ds), start, n), dtype=np.int64)
-    cert = _read_certificates(certificates) if certificates is not None else None
+    cert, cert_attrs = _read_certificates(certificates) if certificates is not None else (None, {})
     model = model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -126,7 +129,13 @@ def attack_file(
         "batch_size": batch_size,
         "autoattack_version": "standard" if "autoattack" in attacks else None,
     }
-    attrs_model = model_attrs(model_path, meta, spec.name, split)
+    if cert is not None and cert_attrs.get("model_sha256") != sha256_file(model_path):
+        raise CTBenchError(f"{certificates} certifies another model than {model_path} (model sha256 differs); "
+                           "certify this model first")
+    cert_fp = {"certify": cert_attrs["fingerprints"]["certify"]} if "certify" in (
+        cert_attrs.get("fingerprints") or {}) else {}
+    attrs_model = model_attrs(model_path, meta, spec.name, split, fingerprint_stage="attack", fingerprint=fingerprint,
+                              expect=expect, extra_fingerprints=cert_fp)
     fp = resume.fingerprint(
         {
             "settings": settings,
@@ -276,7 +285,7 @@ def _read_certificates(path):
     data, attrs = hdf5.read_h5(path)
     if attrs.get("format") != hdf5.CERTIFY_FORMAT:
         raise CTBenchError(f"{path} is not a ctbench certificate file")
-    return data
+    return data, attrs
 
 
 def _align(cert: dict, indices: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ For each batch of test samples (in dataset order): clean forward (misclassified 
 every *batch* stage (IBP, CROWN-IBP, CROWN, alpha-CROWN, PGD) on the samples still undecided, then the
 *sample* stages (BaB, MILP) one sample at a time under a shared per-sample time budget
 (``timeout``, paper: 1,000 s). A stage only ever decides undecided samples; a decided sample is never
-touched again. Undecided samples at the end are ``unknown``.
+touched again. Undecided samples at the end are ``unknown``. With ``complete_limit`` N only the first N
+samples may reach the sample stages (paper Table 1, †: PGD and EDAC models are complete-verified on the
+first 10 test samples only); the limit is recorded in the file's ``settings``.
 
 Resume: the state (all per-sample vectors, how many batches passed the batch stages, which samples
 passed the complete stages) is written atomically to ``<out>.partial.npz`` after every batch and after
@@ -71,6 +73,7 @@ class CertifySettings:
     bab_beta_lr: float = 0.5
     milp_tol: float = 1e-4
     abcrown_config: str = ""  #: optional alpha-beta-CROWN YAML merged under the generated keys
+    complete_limit: int | None = None  #: only the first N samples may reach the complete stages (Table 1 †)
     seed: int = 0
 
     def __post_init__(self):
@@ -87,6 +90,8 @@ class CertifySettings:
             from ctbench.certify.external import load_base_config
 
             load_base_config(self.abcrown_config)  # a malformed file fails here, before any work
+        if self.complete_limit is not None and self.complete_limit < 0:
+            raise CTBenchError(f"complete limit must be >= 0, got {self.complete_limit}")
         if self.bab_intermediate not in ("CROWN", "IBP"):
             raise CTBenchError(f"bab_intermediate must be CROWN or IBP, got {self.bab_intermediate!r}")
 
@@ -299,7 +304,8 @@ def _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
     for r in range(sl.start, sl.stop):
         if st.complete_done[r]:
             continue
-        if sample_stages and st.decision[r] == UNDECIDED:
+        limit = ctx.settings.complete_limit
+        if sample_stages and st.decision[r] == UNDECIDED and (limit is None or r < limit):
             k = r - sl.start
             one = batch.subset(torch.tensor([k], device=batch.x.device))
             t_sample = time.perf_counter()

@@ -67,10 +67,35 @@ def select_indices(n_total: int, start: int, n: int | None) -> range:
     return range(start, stop)
 
 
-def model_attrs(model_path, meta: dict, dataset: str, split: str) -> dict:
+def cell_identity(meta: dict) -> dict:
+    """The workflow cell a model was trained as (dataset, ε token, model, method, variant, seed)."""
+    from ctbench.config import eps_token
+
+    cfg = meta.get("config") or {}
+    eps = cfg.get("eps_str")
+    return {"dataset": cfg.get("dataset", meta.get("dataset")), "eps": eps_token(eps) if eps else None,
+            "model": meta.get("model"), "method": cfg.get("method"), "variant": cfg.get("variant", ""),
+            "seed": cfg.get("seed")}
+
+
+def model_attrs(model_path, meta: dict, dataset: str, split: str, *, fingerprint_stage: str | None = None,
+                fingerprint: str | None = None, expect: dict | None = None, extra_fingerprints=None) -> dict:
+    """Root attributes naming the model, its cell and the fingerprints of everything the output is made from.
+
+    ``expect`` (stage → fingerprint) refuses a model made for another configuration; ``fingerprint`` is
+    recorded as ``fingerprints[fingerprint_stage]`` next to the model's own (train, select) and
+    ``extra_fingerprints`` (e.g. the certificates' ``certify`` for an attack)."""
+    from ctbench.grid.fingerprint import check_expected
+
     cfg = meta.get("config") or {}
     prov = meta.get("provenance") or {}
+    fingerprints = {**(prov.get("fingerprints") or {}), **(extra_fingerprints or {})}
+    check_expected(model_path, fingerprints, expect or {})
+    if fingerprint:
+        fingerprints[fingerprint_stage] = fingerprint
     return {
+        "cell": cell_identity(meta),
+        "fingerprints": fingerprints,
         "model_file": str(model_path),
         "model_sha256": sha256_file(model_path),
         "model": meta["model"],
@@ -96,6 +121,8 @@ def certify_file(
     device: str = "auto",
     data_root=None,
     hook=None,
+    fingerprint: str | None = None,
+    expect: dict | None = None,
     **settings,
 ) -> dict:
     """``ctbench certify``: model file + dataset split + ε + settings → ``out`` (certify.h5)."""
@@ -106,7 +133,8 @@ def certify_file(
     check_writable(out)
     model, meta, ds, spec = load_for_certification(model_path, dataset, split, data_root)
     indices = select_indices(len(ds), start, n)
-    attrs = model_attrs(model_path, meta, spec.name, split)
+    attrs = model_attrs(model_path, meta, spec.name, split, fingerprint_stage="certify", fingerprint=fingerprint,
+                        expect=expect)
     return certify_model(
         model, ds, indices, s, out, num_classes=spec.num_classes, attrs=attrs, device=dev, hook=hook
     )

@@ -26,10 +26,16 @@ from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path, write_json
 
 
-def summarize(certify_path, attack_path=None) -> dict:
+def summarize(certify_path, attack_path=None, *, fingerprint: str | None = None, expect: dict | None = None) -> dict:
+    """The cell's summary row (see module docstring). ``expect`` (stage → fingerprint) refuses inputs made
+    for another configuration; the row's ``fingerprints`` are the inputs' plus ``summarize``."""
+    from ctbench.grid.fingerprint import check_expected
+
     data, attrs = hdf5.read_h5(certify_path)
     if attrs.get("format") != hdf5.CERTIFY_FORMAT:
         raise CTBenchError(f"{certify_path} is not a ctbench certificate file")
+    fingerprints = dict(attrs.get("fingerprints") or {})
+    check_expected(certify_path, fingerprints, {k: v for k, v in (expect or {}).items() if k != "attack"})
     status = data["status"].astype(np.int64)
     n = len(status)
     if n == 0:
@@ -37,7 +43,9 @@ def summarize(certify_path, attack_path=None) -> dict:
     stages = list(attrs["stages"])
     certified = np.isin(status, CERTIFIED_VALUES)
     falsified = status == int(Status.FALSIFIED)
+    settings = attrs.get("settings") or {}
     row = {
+        "cell": attrs.get("cell"),
         "dataset": attrs.get("dataset"),
         "split": attrs.get("split"),
         "eps": attrs.get("eps"),
@@ -45,7 +53,13 @@ def summarize(certify_path, attack_path=None) -> dict:
         "seed": attrs.get("seed"),
         "model": attrs.get("model"),
         "model_sha256": attrs.get("model_sha256"),
+        "variant": (attrs.get("cell") or {}).get("variant", ""),
         "n": n,
+        # the † of Table 1 only where a complete stage ran and saw the first N samples only
+        "complete_limit": settings.get("complete_limit") if "complete" in attrs["stage_margin_kinds"] else None,
+        "epochs": (attrs.get("config") or {}).get("epochs"),
+        "train_subset": ((attrs.get("model_provenance") or {}).get("train_limits") or {}).get("subset"),
+        "train_max_steps": ((attrs.get("model_provenance") or {}).get("train_limits") or {}).get("max_steps"),
         "nat_acc": float(data["nat_correct"].mean()),
         "cert_acc": float(certified.mean()),
     }
@@ -62,6 +76,13 @@ def summarize(certify_path, attack_path=None) -> dict:
         adata, aattrs = hdf5.read_h5(attack_path)
         if aattrs.get("format") != hdf5.ATTACK_FORMAT:
             raise CTBenchError(f"{attack_path} is not a ctbench attack file")
+        if aattrs.get("model_sha256") != attrs.get("model_sha256"):
+            raise CTBenchError(f"{attack_path} attacks another model than {certify_path} certifies "
+                               "(model sha256 differs); re-run the attack")
+        afp = aattrs.get("fingerprints") or {}
+        check_expected(attack_path, afp, {k: v for k, v in (expect or {}).items() if k == "attack"})
+        if "attack" in afp:
+            fingerprints["attack"] = afp["attack"]
         lookup = dict(zip(adata["sample_index"].tolist(), adata["attack_broken"].tolist(), strict=True))
         missing = [int(i) for i in data["sample_index"] if int(i) not in lookup]
         if missing:
@@ -88,6 +109,9 @@ def summarize(certify_path, attack_path=None) -> dict:
         row[f"time_{s}_s"] = t
         row[f"processed_{s}"] = k
         row[f"throughput_{s}"] = k / t if t > 0 else float("nan")
+    if fingerprint:
+        fingerprints["summarize"] = fingerprint
+    row["fingerprints"] = fingerprints
     return row
 
 
@@ -96,7 +120,7 @@ def write_summary(row: dict, out, metrics=None) -> None:
     import pandas as pd
 
     out = Path(out)
-    df = pd.DataFrame([row])
+    df = pd.DataFrame([{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in row.items()}])
     if out.suffix == ".parquet":
         with atomic_path(out) as tmp:
             df.to_parquet(tmp, index=False)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ctbench.commands._evaluation import add_evaluation_args
+from ctbench.commands._provenance import add_fingerprint_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="PGD loss (default: %(default)s)")
     p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
     p.add_argument("--batch", type=int, default=256)
+    add_fingerprint_args(p)
     p.set_defaults(func=_run)
 
 
@@ -26,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
 
     from ctbench.certify.attack import attack_file
+    from ctbench.grid.fingerprint import parse_expect
 
     res = attack_file(
         args.model,
@@ -44,6 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         certificates=args.certificates,
         seed=args.seed,
         data_root=args.data_root,
+        fingerprint=args.fingerprint,
+        expect=parse_expect(args.expect),
     )
     print(json.dumps(res, indent=1))
     print(f"wrote {args.out}")

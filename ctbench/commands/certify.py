@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ctbench.commands._evaluation import add_evaluation_args
+from ctbench.commands._provenance import add_fingerprint_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=1000.0, help="per-sample budget (s) of the complete stages (default 1000)"
     )
     p.add_argument("--batch", type=int, default=256, help="batch size of the bound/attack stages (default 256)")
+    p.add_argument(
+        "--complete-limit",
+        type=int,
+        help="only the first N samples may reach the complete stages (BaB, MILP, external verifiers); the rest "
+        "stay undecided — paper Table 1's rule for PGD/EDAC models (N = 10). Default: every sample",
+    )
     p.add_argument("--pgd-steps", type=int, default=200, help="PGD steps (default 200)")
     p.add_argument("--pgd-restarts", type=int, default=5, help="PGD restarts (default 5)")
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
@@ -46,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1e-2,
         help="bound decisions with 0 < margin <= this are re-checked in float64 (default 0.01)",
     )
+    add_fingerprint_args(p)
     p.set_defaults(func=_run)
 
 
@@ -53,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
 
     from ctbench.certify import certify_file
+    from ctbench.grid.fingerprint import parse_expect
 
     counts = certify_file(
         args.model,
@@ -75,6 +84,9 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         recheck_threshold=args.recheck_threshold,
         abcrown_config=str(args.abcrown_config or ""),
+        complete_limit=args.complete_limit,
+        fingerprint=args.fingerprint,
+        expect=parse_expect(args.expect),
     )
     print(json.dumps(counts, indent=1))
     print(f"wrote {args.out}")

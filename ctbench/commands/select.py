@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.commands._provenance import add_fingerprint_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="pick the selected / SWA / last model of a training run", description=__doc__)
     p.add_argument("candidates", type=Path, help="train/candidates.pt written by `ctbench train`")
     p.add_argument("--out", type=Path, required=True, help="model file to write (model.pt)")
+    add_fingerprint_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ctbench.grid.fingerprint import parse_expect
     from ctbench.select import select_model
 
-    result = select_model(args.candidates, args.out)
+    result = select_model(args.candidates, args.out, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
     print(f"{result['model_path']}: {result['selection']} (epoch {result['selected_epoch']})")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.commands._provenance import add_fingerprint_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summarize", help="per-cell table from certify.h5 / attack.h5", description=__doc__)
@@ -12,13 +14,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", type=Path, help="attack.h5 (optional)")
     p.add_argument("--out", type=Path, required=True, help="cell table: .parquet or .csv")
     p.add_argument("--metrics", type=Path, help="metrics.json (default: next to --out)")
+    add_fingerprint_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ctbench.certify.summarize import summarize, write_summary
+    from ctbench.grid.fingerprint import parse_expect
 
-    row = summarize(args.certify, args.attack)
+    row = summarize(args.certify, args.attack, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
     metrics = args.metrics or args.out.with_name("metrics.json")
     write_summary(row, args.out, metrics)
     keys = ("n", "nat_acc", "ibp_acc", "crown_ibp_acc", "cert_acc", "adv_acc")

@@ -5,11 +5,14 @@ Example::
     ctbench train --dataset mnist_mini --eps 0.1 --method pgd --seed 0 --model cnn_small --out results/x \\
         --set l1=1e-5 --epochs 3
 
-Writes ``OUT/train/checkpoint.pt``, ``OUT/train/history.csv``, ``OUT/train/candidates.pt``, ``OUT/model.pt``
-(unless ``--no-select``) and ``OUT/config.yaml``
-(the resolved config). Re-running the same command resumes from the checkpoint. Hyperparameters come
-from ``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) — ``mnist_mini`` uses the
-MNIST settings — or ``--setting``; ``--set key=value`` overrides any of them.
+    ctbench train --cell results/mnist/0.1/cnn7/ibp/seed0/cell.json --out results/mnist/0.1/cnn7/ibp/seed0
+
+Writes ``OUT/config.yaml`` (the resolved config, at the start), ``OUT/train/checkpoint.pt``,
+``OUT/train/history.csv``, ``OUT/train/candidates.pt`` and ``OUT/model.pt`` (unless ``--no-select``).
+Re-running the same command resumes from the checkpoint. Hyperparameters come from
+``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) — ``mnist_mini`` uses the MNIST
+settings — or ``--setting``; ``--set key=value`` overrides any of them. ``--cell`` trains exactly the
+resolved config of a workflow cell (``cell.json``, written by the Snakemake rule ``cell_config``).
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, help="dataset name (mnist, cifar10, tinyimagenet, mnist_mini)")
+    p.add_argument("--cell", type=Path, help="a workflow cell's cell.json: train exactly its resolved config")
+    p.add_argument("--dataset", help="dataset name (mnist, cifar10, tinyimagenet, mnist_mini)")
     p.add_argument("--eps", default=None, help="test eps of the setting, e.g. 0.1, 2/255 or 2_255")
-    p.add_argument("--method", required=True, help="training method (standard, pgd, edac, ibp, ...)")
+    p.add_argument("--method", help="training method (standard, pgd, edac, ibp, ...)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--model", default=None, help="architecture (default: the setting's, cnn7)")
-    p.add_argument("--out", required=True, help="output directory of the cell")
+    p.add_argument("--out", help="output directory of the cell (required unless --print-config)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit")
     p.add_argument("--hparams", default=None, help="hyperparameter file (default: config/hparams.yaml)")
     p.add_argument(
         "--setting", default=None, help="setting key, e.g. mnist_0.1 (default: from dataset and eps)"
@@ -76,6 +81,30 @@ def _check_writable(out: Path) -> None:
         raise CTBenchError(f"--out {out} is not writable (no write permission on {probe})")
 
 
+def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
+    """``(config, run options)`` from a cell.json; refuses flags that would change what it says."""
+    import json
+
+    from ctbench.grid import CELL_FORMAT
+    from ctbench.grid.fingerprint import train_fingerprint
+
+    given = [f"--{k.replace('_', '-')}" for k in ("dataset", "eps", "method", "model", "setting", "epochs",
+                                                  "subset", "max_steps", "hparams") if getattr(args, k) is not None]
+    if given or args.overrides:
+        raise CTBenchError(f"--cell is the complete configuration: drop {', '.join(given) or '--set'}")
+    try:
+        cell = json.loads(args.cell.read_text())
+    except (OSError, ValueError) as e:
+        raise CTBenchError(f"cannot read cell file {args.cell}: {e}") from None
+    if not isinstance(cell, dict) or cell.get("format") != CELL_FORMAT:
+        raise CTBenchError(f"{args.cell} is not a ctbench cell file (format {CELL_FORMAT})")
+    config, limits, version = cell["config"], cell.get("limits") or {}, int(cell["versions"]["train"])
+    if train_fingerprint(config, limits, version) != cell["fingerprints"]["train"]:
+        raise CTBenchError(f"{args.cell}: its fingerprint does not match its content (edited by hand?); "
+                           "let the workflow rewrite it")
+    return config, {"subset": limits.get("subset"), "max_steps": limits.get("max_steps"), "version": version}
+
+
 def build_config(args: argparse.Namespace) -> dict:
     """Validate the command line and resolve the config (raises CTBenchError; writes nothing)."""
     from ctbench.config import (
@@ -90,6 +119,8 @@ def build_config(args: argparse.Namespace) -> dict:
     from ctbench.methods import get_method
     from ctbench.models import MODELS
 
+    if args.dataset is None or args.method is None:
+        raise CTBenchError("give --dataset and --method (or --cell)")
     get_method(args.method)
     get_spec(args.dataset)
     if args.model is not None:
@@ -133,8 +164,18 @@ def build_config(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cell is not None:
+        config, limits = _cell_config(args)
+    else:
+        config, limits = build_config(args), {"subset": args.subset, "max_steps": args.max_steps, "version": 1}
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+        return 0
+    if args.out is None:
+        raise CTBenchError("give --out (the cell's output directory)")
     out = Path(args.out)
-    config = build_config(args)
     _check_writable(out)
     if args.device == "cuda":
         import torch
@@ -151,16 +192,20 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             data_root=args.data_root,
             max_epochs=args.max_epochs,
-            max_steps=args.max_steps,
-            subset=args.subset,
+            select=args.select,
+            on_config_change=args.on_config_change,
+            **limits,
         ),
     )
-    if summary["status"] == "done":
+    if summary["status"] != "done":
+        print(f"stopped after {summary['epochs_done']} epochs; re-run the same command to resume")
+    elif args.select:
         print(
             f"trained {config['method']} on {config['dataset']} eps {config['eps_str']} "
             f"seed {config['seed']}: "
             f"{summary['model_path']} ({summary['selection']}, epoch {summary['selected_epoch']})"
         )
     else:
-        print(f"stopped after {summary['epochs_done']} epochs; re-run the same command to resume")
+        print(f"trained {config['method']} on {config['dataset']} eps {config['eps_str']} seed {config['seed']}: "
+              f"{summary['candidates_path']} (select with `ctbench select`)")
     return 0
