@@ -20,7 +20,9 @@ from ctbench.errors import CTBenchError
 from ctbench.logs import setup_logging
 
 #: Subcommand modules under ``ctbench.commands``, in the order ``--help`` lists them.
-COMMANDS = ("data", "models", "bounds", "train", "select", "certify", "attack", "summarize", "report")
+COMMANDS = (
+    "data", "models", "bounds", "train", "select", "certify", "attack", "summarize", "analyze", "report",
+)
 
 logger = logging.getLogger(__name__)
 

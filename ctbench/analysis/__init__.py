@@ -1,0 +1,77 @@
+"""The paper's analyses (CTBench §5, App. D): one module per analysis, one registry.
+
+Two kinds, by what they read:
+
+* ``model`` — one stored model (``model.pt``) and its dataset: loss fragmentation (Fig. 3, 9, Table 5),
+  model utilization (Fig. 4, 10), propagation tightness (Fig. 5), corruption robustness (Fig. 6, 11).
+  Each writes one Parquet table per model (``results/.../seed{seed}/analysis/<name>.parquet``).
+* ``grid`` — the per-sample vectors and summaries of many cells (``certify.h5``, ``attack.h5``,
+  ``metrics.json``, the rules' ``benchmarks/*.tsv``): shared mistakes (Tables 2, 20, 21), verifier
+  agreement (Table 19), incomplete vs complete (Table 22), cost (Table 12), seeds (Tables 13-17),
+  the robustness-accuracy trade-off (Fig. 1, 8). Outputs go to ``results/analysis/``.
+
+The registry maps a name to ``(module, kind, one-line summary)``; the module is imported only when the
+analysis runs, so ``ctbench analyze --help`` stays fast. Every module exposes::
+
+    KIND: str                                        # "model" or "grid"
+    def add_arguments(parser: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace) -> int         # the CLI handler
+    def figure(tables: list[pd.DataFrame], out_stem: Path) -> list[Path]    # optional: PNG + PDF
+
+Analyses never import training code; they read stored artefacts only (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import NamedTuple
+
+from ctbench.errors import CTBenchError
+
+
+class Entry(NamedTuple):
+    module: str
+    kind: str
+    summary: str
+
+
+#: name → where it lives, its kind and a one-line summary (``ctbench analyze --help``).
+ANALYSES: dict[str, Entry] = {
+    # per-model analyses (paper §5.1, App. D.4)
+    "fragmentation": Entry("ctbench.analysis.fragmentation", "model",
+                           "unstable ReLUs per input: sampled lower estimate and IBP upper estimate (Fig. 3, 9)"),
+    "utilization": Entry("ctbench.analysis.utilization", "model",
+                         "active ReLUs on clean inputs; dead / active / unstable on IBP boxes (Fig. 4, 10)"),
+    "tightness": Entry("ctbench.analysis.tightness", "model",
+                       "propagation tightness of Mao et al. 2024 (Fig. 5)"),
+    "corruption": Entry("ctbench.analysis.corruption", "model",
+                        "accuracy on corrupted test sets relative to clean accuracy (Fig. 6, 11)"),
+    # cross-cell analyses (paper §5.2, App. D.1-D.3, D.5)
+    "shared_mistakes": Entry("ctbench.analysis.shared_mistakes", "grid",
+                             "how many models certify each sample vs independent failures (Tables 2, 20, 21)"),
+    "verifier_agreement": Entry("ctbench.analysis.verifier_agreement", "grid",
+                                "agreement of complete verifiers that saw every sample (Table 19)"),
+    "complete_gain": Entry("ctbench.analysis.complete_gain", "grid",
+                           "IBP-only, CROWN-IBP-only and cascade certified accuracy (Table 22)"),
+    "cost": Entry("ctbench.analysis.cost", "grid", "wall time per stage and cell (Table 12)"),
+    "seeds": Entry("ctbench.analysis.seeds", "grid",
+                   "mean and std over seeds beside the paper, outliers flagged (Tables 13-17)"),
+    "tradeoff": Entry("ctbench.analysis.tradeoff", "grid",
+                      "natural vs certified accuracy, ours beside the literature (Fig. 1, 8)"),
+}
+
+MODEL_ANALYSES = tuple(name for name, e in ANALYSES.items() if e.kind == "model")
+GRID_ANALYSES = tuple(name for name, e in ANALYSES.items() if e.kind == "grid")
+
+
+def get(name: str) -> Entry:
+    try:
+        return ANALYSES[name]
+    except KeyError:
+        raise CTBenchError(f"unknown analysis {name!r}; known: {', '.join(ANALYSES)}") from None
+
+
+def load(name: str) -> ModuleType:
+    """Import the module of analysis ``name``."""
+    return importlib.import_module(get(name).module)

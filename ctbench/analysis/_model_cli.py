@@ -1,0 +1,176 @@
+"""Command line and bookkeeping shared by the per-model analyses (fragmentation, utilization, tightness,
+corruption): the common options, loading a stored model with its test data, the cell-identity columns
+every row carries, the provenance, and writing the Parquet table.
+
+Identity columns (so tables of many models concatenate for the figures): ``dataset`` (the model's),
+``eps`` (the cell's training ε as configured, e.g. "0.1" or "2/255"), ``model`` (architecture),
+``method``, ``seed``, ``variant`` (``config["variant"]``, "" if absent). Where an analysis evaluates at
+several radii, ``eval_eps`` (float) and ``eval_eps_str`` (as given) say at which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctbench.errors import CTBenchError
+
+logger = logging.getLogger(__name__)
+
+IDENTITY = ("dataset", "eps", "model", "method", "seed", "variant")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, eps_help: str | None = None,
+                         batch: int = 256) -> None:
+    """The options every per-model analysis takes."""
+    parser.add_argument("--model", type=Path, required=True, help="stored model (model.pt)")
+    parser.add_argument("--eps", nargs="+", default=None, metavar="EPS",
+                        help=eps_help or "radii in [0, 1] pixel space, e.g. 0.1 0.3 or 2/255 "
+                        "(default: the model's training eps)")
+    parser.add_argument("--dataset", default=None, help="dataset (default: the model's)")
+    parser.add_argument("--split", default="test", choices=("train", "test"), help="split (default: test)")
+    parser.add_argument("--n", type=int, default=None, help="use the first N samples (default: all)")
+    parser.add_argument("--batch", type=int, default=batch, help=f"inputs per batch (default: {batch})")
+    parser.add_argument("--data-root", default=None, help="prepared data root (default: $CTBENCH_DATA_ROOT or ./data)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the analysis (default: 0)")
+    parser.add_argument("--fingerprint", default="", help="this analysis' fingerprint, recorded in the provenance "
+                        "(the workflow sets it)")
+    parser.add_argument("--expect", action="append", default=[], metavar="STAGE=FP",
+                        help="refuse a model whose recorded STAGE fingerprint differs (the workflow sets it)")
+    parser.add_argument("--out", type=Path, required=True, help="output table (.parquet)")
+
+
+@dataclass
+class Loaded:
+    """A stored model on its device with the (first ``n``) samples of its split."""
+
+    model: object
+    meta: dict
+    dataset: object  # torch Dataset of (float (C, H, W) in [0, 1], int)
+    spec: object  # ctbench.data.DatasetSpec
+    device: object
+    eps: list[tuple[float, str]]
+    model_sha256: str
+
+
+def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
+    """Check the common options, load ``--model`` and its split (first ``--n`` samples), resolve ε."""
+    from ctbench.certify.run import load_for_certification, parse_eps, resolve_device
+    from ctbench.io import sha256_file
+
+    if args.n is not None and args.n < 1:
+        raise CTBenchError(f"--n must be >= 1, got {args.n}")
+    if args.batch < 1:
+        raise CTBenchError(f"--batch must be >= 1, got {args.batch}")
+    eps = [parse_eps(e) for e in args.eps] if args.eps else []
+    device = resolve_device(args.device)
+    model, meta, dataset, spec = load_for_certification(args.model, args.dataset, args.split, args.data_root)
+    from ctbench.grid.fingerprint import check_expected, parse_expect
+
+    check_expected(args.model, (meta.get("provenance") or {}).get("fingerprints"), parse_expect(args.expect))
+    model.to(device)
+    dataset = first_n(dataset, args.n)
+    if need_eps and not eps:
+        cfg = meta.get("config") or {}
+        default = cfg.get("eps_str", cfg.get("eps"))
+        if default is None:
+            raise CTBenchError(f"{args.model} records no training eps; give --eps")
+        eps = [parse_eps(default)]
+    return Loaded(model, meta, dataset, spec, device, eps, sha256_file(args.model))
+
+
+def first_n(dataset, n: int | None):
+    """The first ``n`` samples of ``dataset`` (all if ``n`` is None), keeping in-memory datasets in memory."""
+    from torch.utils.data import Subset
+
+    from ctbench.data import TensorImageDataset
+
+    if n is None or n >= len(dataset):
+        return dataset
+    if isinstance(dataset, TensorImageDataset):
+        subset = TensorImageDataset(dataset.images[:n], dataset.labels[:n], dataset.transform, dataset.classes)
+        if getattr(dataset, "indices", None) is not None:  # mnist_mini: positions in the official files
+            subset.indices = dataset.indices[:n]
+        return subset
+    return Subset(dataset, range(n))
+
+
+def as_batches(data, batch: int, device=None, desc: str = ""):
+    """``(x (B, C, H, W), y (B,))`` batches, in order, from a pair of tensors ``(x, y)`` (split into
+    chunks of ``batch``), a ``Dataset`` of ``(x, y)`` items, or any iterable of batches (a DataLoader)."""
+    import torch
+    from torch.utils.data import Dataset
+
+    from ctbench.data import make_loader
+    from ctbench.logs import progress
+
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x_all, y_all = data
+        data = [(x_all[i:i + batch], y_all[i:i + batch]) for i in range(0, x_all.shape[0], batch)]
+    elif isinstance(data, Dataset):
+        data = make_loader(data, batch, shuffle=False, seed=0)
+    for x, y in progress(data, desc=desc, leave=False):
+        yield (x, y) if device is None else (x.to(device), y.to(device))
+
+
+def eps_list(eps) -> list[tuple[float, str]]:
+    """``eps`` (a float, a string like "2/255", or a sequence of these or of ``(value, string)`` pairs)
+    as ``[(value, string), ...]``."""
+    from ctbench.certify.run import parse_eps
+
+    items = eps if isinstance(eps, (list, tuple)) and not _is_pair(eps) else [eps]
+    return [tuple(e) if _is_pair(e) else parse_eps(e) for e in items]
+
+
+def _is_pair(e) -> bool:
+    return isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], (int, float)) and isinstance(e[1], str)
+
+
+def identity(loaded: Loaded) -> dict:
+    """The cell-identity columns of ``loaded``'s model (see module docstring)."""
+    cfg = loaded.meta.get("config") or {}
+    prov = loaded.meta.get("provenance") or {}
+    return {
+        "dataset": str(loaded.meta["dataset"]),
+        "eps": str(cfg.get("eps_str", cfg.get("eps", prov.get("eps", "")))),
+        "model": str(loaded.meta["model"]),
+        "method": str(cfg.get("method", prov.get("method", ""))),
+        "seed": str(cfg.get("seed", prov.get("seed", ""))),
+        "variant": str(cfg.get("variant", "") or ""),
+    }
+
+
+def with_identity(df, loaded: Loaded):
+    """``df`` with the identity columns and ``eval_dataset`` (the dataset evaluated on) in front."""
+    ident = {**identity(loaded), "eval_dataset": loaded.spec.name}
+    for i, (name, value) in enumerate(ident.items()):
+        df.insert(i, name, value)
+    return df
+
+
+def write(df, args: argparse.Namespace, loaded: Loaded, analysis: str, settings: dict) -> None:
+    """Write ``df`` to ``--out`` with the provenance (``ctbench.analysis.tables.write_table``)."""
+    from ctbench.analysis.tables import write_table
+
+    meta = loaded.meta
+    provenance = {
+        "analysis": analysis,
+        "model_file": str(args.model),
+        "model_sha256": loaded.model_sha256,
+        "model_fingerprints": (meta.get("provenance") or {}).get("fingerprints", {}),
+        "model_config": meta.get("config") or {},
+        "fingerprint": args.fingerprint,
+        "identity": identity(loaded),
+        "dataset": loaded.spec.name,
+        "split": args.split,
+        "n": len(loaded.dataset),
+        "eps": [s for _, s in loaded.eps],
+        "seed": args.seed,
+        "device": str(loaded.device),
+        "settings": settings,
+    }
+    write_table(df, args.out, provenance)
+    logger.info("wrote %s (%d rows)", args.out, len(df))

@@ -1,0 +1,119 @@
+"""Loss fragmentation as the ratio of unstable ReLU neurons (CTBench paper §5.1, Fig. 3 for MNIST, Fig. 9
+for CIFAR-10, App. B.7 Table 5).
+
+Per test input x and radius ε, over all ReLU neurons of the model (original ``get_stat.py``):
+
+* ``unstable_lower_pct`` — the sampled lower estimate: 50 points ``clamp(x + ε·clamp(N(0, I), −1, 1), 0, 1)``
+  go through the network; a neuron counts as unstable if it was seen both negative and positive
+  (``run_unstable_relu_lower_bound``). It never exceeds the true ratio.
+* ``unstable_ibp_pct`` — the IBP upper estimate: neurons with l < 0 < u on the IBP box of
+  ``[x − ε, x + ε] ∩ [0, 1]`` (Shi et al. 2021's measure; ``relu_loop``).
+
+Every sampled point lies in the box, so lower ≤ IBP for every input. The paper evaluates every MNIST
+model at both ε = 0.1 and 0.3, hence ``--eps`` takes several radii; rows carry ``eval_eps``.
+
+Table: one row per (input, evaluation ε): ``eval_eps, eval_eps_str, index`` (position in the split),
+``label, n_neurons, samples, unstable_lower_pct, unstable_ibp_pct``. Example::
+
+    ctbench analyze fragmentation --model results/mnist/0.1/cnn7/ibp/seed0/model.pt --eps 0.1 0.3 --out frag.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+KIND = "model"
+NAME = "fragmentation"
+SAMPLES = 50  # paper §5.1: "we sample the noise 50 times"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ctbench.analysis._model_cli import add_common_arguments
+
+    add_common_arguments(parser, batch=100)
+    parser.add_argument("--samples", type=int, default=SAMPLES,
+                        help=f"random points per input for the lower estimate (default: {SAMPLES}, as the paper)")
+    parser.add_argument("--chunk", type=int, default=10,
+                        help="points per input sent through the network together (memory vs speed; default: 10)")
+
+
+def fragmentation(model, data, eps, *, samples: int = SAMPLES, seed: int = 0, batch: int = 100,
+                  chunk: int = 10, device=None):
+    """Sampled and IBP unstable-neuron percentages per input (see module docstring).
+
+    Args:
+        model: ``nn.Sequential`` in eval mode, supported by the bound engine.
+        data: ``(x (N, C, H, W) in [0, 1], y (N,))`` tensors, a Dataset or an iterable of batches.
+        eps: one radius or a sequence (floats, strings like "2/255", or (value, string) pairs).
+        samples: random points per input; seed: seeds them (one generator, drawn batch by batch).
+        chunk: points per input per forward pass (``chunk · batch`` inputs at once).
+
+    Returns: a DataFrame, one row per (input, ε), columns as in the module docstring.
+    """
+    import pandas as pd
+    import torch
+
+    from ctbench.analysis._model_cli import as_batches, eps_list
+    from ctbench.analysis.relu import ibp_preactivation_bounds, relu_count, sampled_unstable
+
+    radii = eps_list(eps)
+    relu_count(model)
+    frames = {text: [] for _, text in radii}
+    generator = None
+    start = 0
+    for x, y in as_batches(data, batch, device, desc=NAME):
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(int(seed))
+        for value, text in radii:
+            lower = sampled_unstable(model, x, value, samples, generator, chunk)
+            bounds = ibp_preactivation_bounds(model, x, value)
+            n = sum(m.shape[1] for m in lower)
+            lower_count = sum(m.sum(1) for m in lower).double()
+            ibp_count = sum(((l < 0) & (u > 0)).sum(1) for l, u in bounds).double()
+            frames[text].append(pd.DataFrame({
+                "eval_eps": value, "eval_eps_str": text,
+                "index": range(start, start + x.shape[0]), "label": y.cpu().numpy(),
+                "n_neurons": n, "samples": samples,
+                "unstable_lower_pct": (100.0 * lower_count / n).cpu().numpy(),
+                "unstable_ibp_pct": (100.0 * ibp_count / n).cpu().numpy(),
+            }))
+        start += x.shape[0]
+    if start == 0:
+        from ctbench.errors import CTBenchError
+
+        raise CTBenchError("no inputs to analyse")
+    return pd.concat([f for parts in frames.values() for f in parts], ignore_index=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctbench.analysis import _model_cli as cli
+    from ctbench.errors import CTBenchError
+
+    if args.samples < 1 or args.chunk < 1:
+        raise CTBenchError("--samples and --chunk must be >= 1")
+    loaded = cli.load(args)
+    df = fragmentation(loaded.model, loaded.dataset, loaded.eps, samples=args.samples, seed=args.seed,
+                       batch=args.batch, chunk=args.chunk, device=loaded.device)
+    settings = {"samples": args.samples, "chunk": args.chunk, "batch": args.batch,
+                "noise": "clamp(x + eps * clamp(N(0, 1), -1, 1), 0, 1)"}
+    cli.write(cli.with_identity(df, loaded), args, loaded, NAME, settings)
+    return 0
+
+
+def figure(tables, out_stem: Path) -> list[Path]:
+    """Fig. 3 / 9: mean sampled unstable ratio (bars) and IBP upper estimate (black ticks) per method,
+    one colour per training ε, one panel per evaluation ε."""
+    from ctbench.analysis import style
+
+    df = style.concat(tables, ("method", "eps", "eval_eps_str", "unstable_lower_pct", "unstable_ibp_pct"), NAME)
+    plt = style.pyplot()
+    entities, hues, evals = style.entity_order(df), style.eps_order(df["eps"]), style.eps_order(df["eval_eps_str"])
+    fig, axes = style.panels(plt, len(evals))
+    for ax, ev in zip(axes, evals, strict=True):
+        style.grouped_bars(ax, df[df["eval_eps_str"] == ev], "unstable_lower_pct", entities=entities, hues=hues,
+                           marker_value="unstable_ibp_pct", marker_label="IBP upper estimate")
+        ax.set_title(f"evaluated at ε = {ev}")
+        ax.set_ylabel("unstable ReLUs [%]")
+    axes[0].legend(loc="best")
+    return style.save(fig, out_stem)
