@@ -33,6 +33,23 @@ from ctbench.io import atomic_path, load_torch
 FORMAT = "ctbench-model/1"
 
 
+def hardware() -> str:
+    """The machine in words (cost tables name it): GPU if CUDA is available, CPU model and usable CPUs."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    desc = f"{cpu or platform.processor() or platform.machine()} ({n} CPUs)"
+    if torch.cuda.is_available():
+        desc = f"{torch.cuda.get_device_name(0)}, {desc}"
+    return desc
+
+
 def provenance(**extra) -> dict:
     """Versions, git commit (if in a checkout), creation time and device, plus ``extra``."""
     try:
@@ -47,6 +64,7 @@ def provenance(**extra) -> dict:
         "torch": torch.__version__,
         "git_commit": commit,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hardware": hardware(),
         **extra,
     }
 

@@ -188,3 +188,22 @@ def test_config_readme_documents_every_key_and_its_examples_are_valid():
     for block in blocks:
         g = grid("config", **yaml.safe_load(block))
         assert any(c.variant or c.model != "cnn7" for c in g.cells)
+
+
+def test_schema_names_match_the_registries():
+    """The config schema lists names for did-you-mean messages; they must be the registries' names."""
+    from ctbench import analysis
+    from ctbench.architectures import PLANS
+    from ctbench.certify.stages import CERTIFY_STAGES
+    from ctbench.methods import method_names
+
+    schema = load_yaml(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    props = schema["properties"]
+    assert set(props["models"]["items"]["enum"]) == set(PLANS)
+    assert set(props["methods"]["items"]["enum"]) == set(method_names())
+    assert set(props["certify"]["properties"]["stages"]["items"]["enum"]) == set(CERTIFY_STAGES)
+    a = props["analysis"]["properties"]
+    assert tuple(a["model"]["items"]["enum"]) == analysis.MODEL_ANALYSES
+    assert set(a["grid"]["items"]["enum"]) == set(analysis.GRID_ANALYSES) - {"verifier_agreement"}
+    assert set(a["verifiers"]["properties"]["stages"]["items"]["enum"]) == {
+        s for s in CERTIFY_STAGES if s != "PGD"}

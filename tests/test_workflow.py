@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +26,16 @@ def make_workdir(tmp: Path) -> Path:
     shutil.copy(ROOT / "Snakefile", work / "Snakefile")
     shutil.copytree(ROOT / "workflow", work / "workflow")
     shutil.copytree(ROOT / "config", work / "config")
+    os.symlink(os.readlink(ROOT / "slurm"), work / "slurm")  # the profile name `slurm` (see README)
     return work
 
 
-def snakemake(work: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(work: Path, *args: str, timeout: int = 900, check: bool = True,
+              path_prefix: str | None = None) -> subprocess.CompletedProcess:
     # Rules call the `ctbench` console script: the one installed next to this interpreter.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if path_prefix:
+        path = f"{path_prefix}{os.pathsep}{path}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path}
     r = subprocess.run([*SNAKEMAKE, *args], cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode != 0:
@@ -66,14 +71,22 @@ def planned_jobs(work: Path, *args: str) -> list[tuple[str, str]]:
 
 
 def test_full_grid_dry_run(tmp_path):
-    """5 settings × 9 methods × 3 seeds = 135 cells, each train → select → certify → attack → summarize."""
+    """Table 1 of the paper: 5 settings × 9 methods × 3 seeds = 135 cells, each cell_config → train → select →
+    certify → attack → summarize; the whole grid adds Table 18's CNN5 cells (3), Table 3's L1 sweep
+    (4 settings × 4 values) and the analyses. (Planning time: benchmarks/README.md, not asserted here.)"""
     work = make_workdir(tmp_path)
-    t0 = time.perf_counter()
     counts = dry_run_jobs(work, "results/table1.csv")
+    cells = 135
+    assert counts == {"prepare_data": 3, "cell_config": cells, "train": cells, "select": cells, "certify": cells,
+                      "attack": cells, "summarize": cells, "manifest": 1, "report": 1}, counts
+    t0 = time.perf_counter()
+    counts = dry_run_jobs(work)
     elapsed = time.perf_counter() - t0
-    assert counts == {"prepare_data": 3, "train": 135, "select": 135, "certify": 135, "attack": 135,
-                      "summarize": 135, "report": 1}, counts
-    print(f"dry run of the full grid: {sum(counts.values())} jobs in {elapsed:.1f} s")
+    cells = 135 + 3 + 16
+    assert counts == {"prepare_data": 3, "cell_config": cells, "train": cells, "select": cells, "certify": cells,
+                      "attack": cells, "summarize": cells, "manifest": 3, "report": 1, "ablations": 1,
+                      "analyze_model": 4 * 135, "model_figure": 4, "analyze_grid": 5}, counts
+    print(f"dry run of the whole grid: {sum(counts.values())} jobs in {elapsed:.1f} s")
 
 
 def test_lint(tmp_path):
@@ -88,15 +101,45 @@ def test_snakefmt_clean():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_bad_config_is_rejected_before_any_job(tmp_path):
+BAD_CONFIGS = [
+    ({"methods": ["ibp", "no_such_method"]}, "config: methods.1: 'no_such_method' is not allowed"),
+    ({"overrides": {"mnist_0.2": {"ibp": {"l1": 1.0e-5}}}},
+     "config: overrides.mnist_0.2: unknown setting 'mnist_0.2'; did you mean"),
+    ({"overrides": {"mnist_0.1": {"ibpp": {"l1": 1.0e-5}}}},
+     "config: overrides.mnist_0.1.ibpp: unknown method 'ibpp'; did you mean 'ibp'?"),
+    ({"overrides": {"mnist_0.1": {"ibp": {"l11": 1.0e-5}}}},
+     "config: overrides.mnist_0.1.ibp.l11: unknown hyperparameter; did you mean 'l1'?"),
+    ({"overrides": {"mnist_0.1": {"ibp": {"l1": "abc"}}}}, "config: overrides.mnist_0.1.ibp: l1: 'abc' is not of type"),
+    ({"modles": ["cnn7"]}, "config: modles: unknown key; did you mean 'models'?"),
+    ({"variants": {"x": {"set": {"l1": 0.1}, "method": ["ibp"]}}}, "config: variants.x.method: unknown key; did you"),
+    ({"certify": {"stages": ["IBP", "abcrown"]}}, "abcrown' is not allowed; did you mean 'abCROWN'?"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_CONFIGS)
+def test_bad_config_is_one_line_before_any_job(tmp_path, change, message):
+    """Misspelt settings, methods, keys and bad values: one line (with a suggestion), no traceback, no job."""
     work = make_workdir(tmp_path)
     cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
-    cfg["methods"] = ["ibp", "no_such_method"]
+    cfg.update(change)
     (work / "config/bad.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(work, "-n", "--configfile", "config/bad.yaml", check=False)
     assert r.returncode != 0
-    assert "no_such_method" in r.stdout + r.stderr
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("ctbench: error:")]
+    assert len(errors) == 1 and message in errors[0], r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
     assert not (work / "results").exists()
+
+
+def test_broken_yaml_names_line_and_column(tmp_path):
+    work = make_workdir(tmp_path)
+    text = (work / "config/config.yaml").read_text().replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2")
+    (work / "config/config.yaml").write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("seeds:"))
+    r = snakemake(work, "-n", check=False)
+    assert r.returncode != 0
+    assert re.search(rf"ctbench: error: config/config.yaml:{line + 1}:\d+: ", r.stderr), r.stderr
+    assert "Traceback" not in r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -107,48 +150,259 @@ def tiny_run(tmp_path_factory):
     return work
 
 
+CELL = "results/mnist_mini/0.1/cnn_small/{run}/seed{seed}"
+MODEL_ANALYSES = ("fragmentation", "utilization", "tightness", "corruption")
+GRID_ANALYSES = ("shared_mistakes", "complete_gain", "cost", "seeds", "tradeoff", "verifier_agreement")
+
+
+def _analysis_jobs(*cells) -> set[tuple[str, str]]:
+    return {("analyze_model", f"{CELL.format(run=run, seed=seed)}/analysis/{a}.parquet")
+            for run, seed in cells for a in MODEL_ANALYSES}
+CI_CELLS = [("standard", 0), ("standard", 1), ("ibp", 0), ("ibp", 1), ("ibp+l1_1e-05", 0)]
+
+
 def test_tiny_dag_end_to_end(tiny_run):
     table = pd.read_csv(tiny_run / "results/table1.csv", dtype={"eps": str})
     assert list(table.method) == ["Standard", "IBP"]
-    assert set(table.dataset) == {"mnist_mini"} and set(table.eps) == {"0.1"}
+    assert set(table.dataset) == {"mnist_mini"} and set(table.eps) == {"0.1"} and set(table.model) == {"cnn_small"}
     assert table.nat.between(0, 100).all()
     ibp = table[table.method == "IBP"].iloc[0]
     assert 0 <= ibp.cert <= ibp.adv <= ibp.nat  # sound certificates are never broken by the attack
     assert ibp.cert > 0  # the tiny run trains enough for IBP to certify samples the attack then tries
-    for cell in ("standard", "ibp"):
-        for seed in (0, 1):
-            m = json.loads((tiny_run / f"results/mnist_mini/0.1/{cell}/seed{seed}/metrics.json").read_text())
-            assert m["certified_but_attacked"] == 0, (cell, seed)
+    assert ibp.note.startswith("reduced scale: mnist_mini") and "cnn_small (paper: CNN7)" in ibp.note
+    for run, seed in CI_CELLS:
+        m = json.loads((tiny_run / CELL.format(run=run, seed=seed) / "metrics.json").read_text())
+        assert m["certified_but_attacked"] == 0, (run, seed)
     assert ibp.cert_literature == 97.95 and ibp.nat_ctbench_paper == 98.87  # Table 1 values alongside
     assert r"\begin{tabular}" in (tiny_run / "results/table1.tex").read_text()
     seeds = pd.read_csv(tiny_run / "results/seeds.csv")
     assert list(seeds.n_seeds) == [2, 2]
-    for cell in ("standard/seed0", "ibp/seed1"):
-        d = tiny_run / "results/mnist_mini/0.1" / cell
-        for name in ("model.pt", "certify.h5", "attack.h5", "metrics.json", "train/history.csv"):
+    ablations = pd.read_csv(tiny_run / "results/ablations.csv")
+    assert ablations.variant.tolist() == ["l1_1e-05"] and ablations.changes.tolist() == ["l1=1e-05"]
+    for run, seed in CI_CELLS:
+        d = tiny_run / CELL.format(run=run, seed=seed)
+        for name in ("cell.json", "model.pt", "certify.h5", "attack.h5", "metrics.json", "train/history.csv"):
             assert (d / name).is_file(), d / name
+    # results are readable by colleagues (the user's umask, not mkstemp's 0600)
+    mode = (tiny_run / CELL.format(run="ibp", seed=0) / "certify.h5").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask(), oct(mode)
     # nothing left to do
     assert dry_run_jobs(tiny_run, "--configfile", "config/ci.yaml") == {}
 
 
-def test_incremental_one_cell(tiny_run):
-    """Changing one method's hyperparameter for one (dataset, ε) re-runs exactly that cell (all seeds)
-    and the tables — nothing else."""
-    cfg = yaml.safe_load((tiny_run / "config/ci.yaml").read_text())
-    cfg["overrides"]["mnist_0.1"] = {"ibp": {"l1": 1.0e-5}}
-    (tiny_run / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(tiny_run, "--configfile", "config/changed.yaml")
-    cell = "results/mnist_mini/0.1/ibp/seed{}"
-    expected = {("report", "results/table1.csv")}
+def test_analyses_of_the_tiny_run(tiny_run, tmp_path):
+    """Issues 12/13: every per-model analysis table (with provenance) and figure, every cross-cell table and
+    figure; deleting one analysis output re-runs only that analysis (and the figure drawn from it)."""
+    from ctbench.analysis.tables import read_table
+
+    for run, seed in CI_CELLS[:4]:
+        for a in MODEL_ANALYSES:
+            df, prov = read_table(tiny_run / CELL.format(run=run, seed=seed) / f"analysis/{a}.parquet")
+            assert len(df) > 0 and prov["analysis"] == a and prov["fingerprint"], (run, seed, a)
+    for a in (*MODEL_ANALYSES, *GRID_ANALYSES):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / f"results/analysis/{a}.{ext}").stat().st_size > 1000, (a, ext)
+    for a in GRID_ANALYSES:
+        for ext in ("csv", "md", "tex"):
+            assert (tiny_run / f"results/analysis/{a}.{ext}").is_file(), (a, ext)
+    # verifier agreement on every sample of the IBP cell: CROWN-IBP (with CTBench's cut points) is never looser
+    # than IBP, so nothing is certified by IBP alone, and no sample is certified by one and falsified by the other
+    pairs = pd.read_csv(tiny_run / "results/analysis/verifier_agreement_pairs.csv")
+    assert len(pairs) == 1
+    row = pairs.iloc[0]
+    ibp_only = row.only_a if row.verifier_a == "IBP" else row.only_b
+    assert {row.verifier_a, row.verifier_b} == {"IBP", "CROWN-IBP"} and ibp_only == 0 and not row.alarm
+    assert row.n == 100 and max(row.cert_a, row.cert_b) > 0
+    work = make_workdir(tmp_path)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    (work / CELL.format(run="ibp", seed=1) / "analysis/tightness.parquet").unlink()
+    jobs = {j for j in planned_jobs(work, "--configfile", "config/ci.yaml") if j[0] != "all"}
+    assert jobs == {("analyze_model", f"{CELL.format(run='ibp', seed=1)}/analysis/tightness.parquet"),
+                    ("model_figure", "results/analysis/tightness.png")}, jobs
+    # changing an analysis setting re-runs analyses only: never training, certification or attacks
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg["analysis"]["n"] = 50
+    (work / "config/n50.yaml").write_text(yaml.safe_dump(cfg))
+    counts = dry_run_jobs(work, "--configfile", "config/n50.yaml")
+    assert counts == {"analyze_model": 16, "model_figure": 4}, counts
+
+
+def test_html_report_bundles_tables_and_every_figure(tiny_run, tmp_path):
+    """`snakemake --report results/report.html`: Snakemake's own report, with Table 1, the seed table and
+    every analysis figure and table inside, each with its caption."""
+    r = snakemake(tiny_run, "--configfile", "config/ci.yaml", "--report", "results/report.html", timeout=600)
+    html = (tiny_run / "results/report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:2000], r.stderr[-2000:]
+    for name in ("table1.csv", "seeds.csv", "ablations.csv", *(f"{a}.png" for a in MODEL_ANALYSES),
+                 *(f"{a}.png" for a in GRID_ANALYSES), *(f"{a}.csv" for a in GRID_ANALYSES)):
+        assert name in html, name
+    for caption in ("Loss fragmentation", "Propagation tightness", "Shared mistakes", "Paper Table 1"):
+        assert caption in html, caption
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def cell_state(work: Path, run: str, seed: int) -> dict:
+    """What each artefact of a cell says it was made from: l1 and fingerprints (model.pt, certify.h5,
+    attack.h5, metrics.json), and the files' modification times."""
+    from ctbench.certify.hdf5 import read_h5
+    from ctbench.modelfile import load_model
+
+    d = work / CELL.format(run=run, seed=seed)
+    _, meta = load_model(d / "model.pt")
+    _, cattrs = read_h5(d / "certify.h5")
+    _, aattrs = read_h5(d / "attack.h5")
+    metrics = json.loads((d / "metrics.json").read_text())
+    return {
+        "l1": (meta["config"]["l1"], cattrs["config"]["l1"]),
+        "fingerprints": (meta["provenance"]["fingerprints"], cattrs["fingerprints"], aattrs["fingerprints"],
+                         metrics["fingerprints"]),
+        "mtimes": {n: (d / n).stat().st_mtime_ns for n in ("model.pt", "certify.h5", "attack.h5", "metrics.json")},
+    }
+
+
+def ran_jobs(stdout: str) -> set[tuple[str, str]]:
+    """(rule, first output) of the jobs a real (not dry) run executed, from Snakemake's log."""
+    return {job for job in _jobs(stdout) if job[0] not in ("all",)}
+
+
+def _jobs(text: str) -> set[tuple[str, str]]:
+    jobs, rule = set(), None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+        m = re.match(r"^output: (.+)$", line.strip())
+        if m and rule:
+            jobs.add((rule, m.group(1).split(",")[0].strip()))
+            rule = None
+    return jobs
+
+
+def _cell_jobs(run: str, seeds) -> set[tuple[str, str]]:
+    jobs = set()
+    for seed in seeds:
+        c = CELL.format(run=run, seed=seed)
+        jobs |= {("cell_config", f"{c}/cell.json"), ("train", f"{c}/train/candidates.pt"),
+                 ("select", f"{c}/model.pt"), ("certify", f"{c}/certify.h5"), ("attack", f"{c}/attack.h5"),
+                 ("summarize", f"{c}/metrics.json")}
+    return jobs
+
+
+def test_changed_cell_reruns_exactly_that_cell_and_carries_the_new_config(tiny_run, tmp_path):
+    """Issue 10's acceptance, run for real: change one cell's hyperparameter, run, and only that cell's jobs
+    (both seeds) run, succeed, and every artefact carries the new configuration; revert, and the same."""
+    work = make_workdir(tmp_path)  # a copy of the finished run: the tiny run stays as it is for other tests
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg["overrides"]["mnist_0.1"] = {"ibp": {"l1": 5.0e-6}}
+    (work / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    before = original = {c: cell_state(work, *c) for c in CI_CELLS}
+    expected = _cell_jobs("ibp", (0, 1)) | {("manifest", "results/manifest/table1.json"),
+                                             ("manifest", "results/manifest/ablations.json"),
+                                             ("manifest", "results/manifest/all.json"),
+                                             ("report", "results/table1.csv"), ("ablations", "results/ablations.csv")}
+    expected |= _analysis_jobs(("ibp", 0), ("ibp", 1)) | {("model_figure", f"results/analysis/{a}.png")
+                                                         for a in MODEL_ANALYSES}
+    expected |= {("analyze_grid", f"results/analysis/{a}.csv") for a in GRID_ANALYSES}
+    expected |= {("certify_verifier", f"{CELL.format(run='ibp', seed=0)}/verifiers/{v}.h5")
+                 for v in ("IBP", "CROWN-IBP")}
+    original_l1 = original[("ibp", 0)]["l1"][0]  # the paper's value (Table 10)
+    for config, l1 in (("config/changed.yaml", 5.0e-6), ("config/ci.yaml", original_l1)):
+        r = snakemake(work, "--cores", "2", "--configfile", config, timeout=1500)
+        assert ran_jobs(r.stdout + r.stderr) == expected, sorted(ran_jobs(r.stdout + r.stderr) ^ expected)
+        after = {c: cell_state(work, *c) for c in CI_CELLS}
+        for c in CI_CELLS:
+            if c[0] == "ibp":
+                assert after[c]["l1"] == (l1, l1), c
+                fps = after[c]["fingerprints"]
+                assert fps[0]["select"] == fps[1]["select"] == fps[2]["select"] == fps[3]["select"], c
+                assert fps[1]["certify"] == fps[2]["certify"] == fps[3]["certify"], c
+                assert all(after[c]["mtimes"][n] > before[c]["mtimes"][n] for n in after[c]["mtimes"]), c
+                if config == "config/ci.yaml":  # reverted: the original configuration's fingerprints again
+                    assert fps == original[c]["fingerprints"], c
+            else:
+                assert after[c] == before[c], c  # untouched
+        report = yaml.safe_load((work / "results/manifest/table1.json").read_text())
+        current = {(e["cell"]["method"], e["cell"]["seed"]): e["fingerprints"]["summarize"] for e in report["cells"]}
+        for run, seed in (("ibp", 0), ("ibp", 1)):
+            assert after[(run, seed)]["fingerprints"][3]["summarize"] == current[(run, seed)]
+        assert dry_run_jobs(work, "--configfile", config) == {}
+        before = after
+    # reverting restored the original configuration's own checkpoint from train/stale/ instead of retraining
+    log = (work / CELL.format(run="ibp", seed=0) / "logs/train.log").read_text()
+    assert "restored this configuration's own checkpoint" in log
+
+
+SHIM = """#!/usr/bin/env bash
+# test shim: `ctbench train` trains one epoch, then fails (the job's checkpoint holds partial progress)
+if [ "$1" = train ]; then "{real}" "$@" --max-epochs 1; echo "injected failure" >&2; exit 1; fi
+exec "{real}" "$@"
+"""
+
+
+def test_failed_train_job_never_leaves_stale_results_looking_current(tiny_run, tmp_path):
+    """Issue 10's failure injection: the changed cell's train jobs fail (after one epoch); `snakemake -n` then
+    still lists the cell's jobs (never "Nothing to be done" while outputs carry another fingerprint), the old
+    checkpoint is kept aside, and a re-run resumes the partial checkpoint and completes the cell."""
+    work = make_workdir(tmp_path)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg["overrides"]["mnist_0.1"] = {"standard": {"lr": 1.0e-3}}
+    (work / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "ctbench").write_text(SHIM.format(real=Path(sys.executable).parent / "ctbench"))
+    (shim / "ctbench").chmod(0o755)
+    r = snakemake(work, "--cores", "2", "--configfile", "config/changed.yaml", check=False, timeout=1500,
+                  path_prefix=str(shim))
+    assert r.returncode != 0 and "injected failure" in (work / CELL.format(run="standard", seed=0) /
+                                                          "logs/train.log").read_text()
+    planned = {job for job in planned_jobs(work, "--configfile", "config/changed.yaml") if job[0] != "all"}
+    cell_jobs = {j for j in _cell_jobs("standard", (0, 1)) if j[0] != "cell_config"}  # cell.json is current
+    assert cell_jobs <= planned, sorted(cell_jobs - planned)
+    assert not any("ibp" in output for _, output in planned)
     for seed in (0, 1):
-        expected |= {
-            ("train", f"{cell.format(seed)}/train/candidates.pt"),
-            ("select", f"{cell.format(seed)}/model.pt"),
-            ("certify", f"{cell.format(seed)}/certify.h5"),
-            ("attack", f"{cell.format(seed)}/attack.h5"),
-            ("summarize", f"{cell.format(seed)}/metrics.json"),
-        }
-    assert set(jobs) == expected, sorted(set(jobs) ^ expected)
+        train = work / CELL.format(run="standard", seed=seed) / "train"
+        assert len(list((train / "stale").glob("checkpoint-*.pt"))) == 1  # the old run, kept aside
+        assert (train / "checkpoint.pt").is_file()  # the new run's first epoch
+    r = snakemake(work, "--cores", "2", "--configfile", "config/changed.yaml", timeout=1500)
+    assert "resuming" in (work / CELL.format(run="standard", seed=0) / "logs/train.log").read_text()
+    assert dry_run_jobs(work, "--configfile", "config/changed.yaml") == {}
+    for seed in (0, 1):
+        state = cell_state(work, "standard", seed)
+        config = json.loads((work / CELL.format(run="standard", seed=seed) / "cell.json").read_text())
+        assert config["config"]["lr"] == 1.0e-3 and state["fingerprints"][0]["train"] == config["fingerprints"]["train"]
+
+
+def test_variants_rerun_only_themselves(tiny_run):
+    """Adding a variant plans only the new variant's jobs (+ the ablation table); changing one variant's
+    settings plans exactly that variant's jobs. Table 1's cells and report are untouched either way."""
+    work = tiny_run
+    ci = yaml.safe_load((work / "config/ci.yaml").read_text())
+    ablation_jobs = {("manifest", "results/manifest/ablations.json"), ("manifest", "results/manifest/all.json"),
+                     ("ablations", "results/ablations.csv")}
+    added = dict(ci, variants={"lr": {"set": {"lr": 1.0e-3}, "methods": ["ibp"], "seeds": [0]}})
+    (work / "config/added.yaml").write_text(yaml.safe_dump(added))
+    jobs = {j for j in planned_jobs(work, "--configfile", "config/added.yaml") if j[0] != "all"}
+    readers = {("analyze_grid", "results/analysis/complete_gain.csv"), ("analyze_grid", "results/analysis/cost.csv")}
+    assert jobs == _cell_jobs("ibp+lr", (0,)) | ablation_jobs | readers, sorted(jobs)
+    # the sweep's variant l1_1e-05, written as a named variant with another value: that variant re-runs
+    changed = dict(ci, sweeps={}, variants={"l1_1e-05": {"set": {"l1": 3.0e-5}, "methods": ["ibp"], "seeds": [0]}})
+    (work / "config/changed_variant.yaml").write_text(yaml.safe_dump(changed))
+    jobs = {j for j in planned_jobs(work, "--configfile", "config/changed_variant.yaml") if j[0] != "all"}
+    assert jobs == _cell_jobs("ibp+l1_1e-05", (0,)) | ablation_jobs | readers, sorted(jobs)
+    # the same variant with its original value: nothing to do
+    same = dict(ci, sweeps={}, variants={"l1_1e-05": {"set": {"l1": 1.0e-5}, "methods": ["ibp"], "seeds": [0]}})
+    (work / "config/same_variant.yaml").write_text(yaml.safe_dump(same))
+    assert dry_run_jobs(work, "--configfile", "config/same_variant.yaml") == {}
 
 
 def test_stage_version_bump_reruns_that_stage_everywhere(tiny_run):
@@ -156,10 +410,32 @@ def test_stage_version_bump_reruns_that_stage_everywhere(tiny_run):
     cfg["versions"]["attack"] = 2
     (tiny_run / "config/attack2.yaml").write_text(yaml.safe_dump(cfg))
     counts = dry_run_jobs(tiny_run, "--configfile", "config/attack2.yaml")
-    assert counts == {"attack": 4, "summarize": 4, "report": 1}, counts
+    # and what reads attacks: the summaries, tables and the cross-cell analyses of accuracies and cost
+    assert counts == {"attack": 5, "summarize": 5, "manifest": 3, "report": 1, "ablations": 1,
+                      "analyze_grid": 4}, counts
+
+
+def test_pgd_cells_are_certified_with_the_papers_complete_stage_budget(tmp_path):
+    """Table 1's dagger rule reaches the certify command: PGD/EDAC cells pass --complete-limit 10 (config
+    certify.complete_samples), other methods none."""
+    work = make_workdir(tmp_path)
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg.update(methods=["pgd", "ibp"], sweeps={}, analysis={"model": [], "grid": []})
+    cfg["certify"].update(stages=["IBP", "PGD", "BaB"], complete_samples={"pgd": 10, "edac": 10})
+    (work / "config/pgd.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake(work, "-n", "-p", "--configfile", "config/pgd.yaml")
+    cmds = [line for line in r.stdout.splitlines() if "ctbench certify" in line]
+    assert len(cmds) == 4
+    assert all(("--complete-limit 10" in c) == ("/pgd/" in c) for c in cmds), cmds
+
+
+SLURM_OPT_IN = "CTBENCH_TEST_SLURM"
 
 
 def _slurm_skip_reason() -> str | None:
+    if os.environ.get(SLURM_OPT_IN) != "1":
+        return (f"opt-in ({SLURM_OPT_IN}=1; .ci/run sets it): the real-SLURM test installs slurm-wlm, munge and "
+                "mariadb and writes /etc/slurm, /etc/munge")
     if os.geteuid() != 0:
         return "the SLURM test starts slurmctld/slurmd and needs root"
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
@@ -167,23 +443,38 @@ def _slurm_skip_reason() -> str | None:
     return None
 
 
+def _slurm_up(**env: str) -> None:
+    up = ROOT / "tests/slurm/slurm_up.sh"
+    r = subprocess.run(["bash", str(up), "up"], env={**os.environ, **env}, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
 @pytest.mark.skipif(_slurm_skip_reason() is not None, reason=_slurm_skip_reason() or "")
 def test_slurm_profile_on_a_real_cluster(tiny_run, tmp_path):
-    """The tiny DAG through workflow/profiles/slurm on a real single-node cluster: GPU rules land on
-    the gpu partition with a GPU request, the others on cpu, and the results equal the local run."""
-    up = ROOT / "tests/slurm/slurm_up.sh"
-    env = {**os.environ, "SLURM_CI_CPUS": "16", "SLURM_CI_MEM_MB": "128000"}
-    r = subprocess.run(["bash", str(up), "up"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    """`snakemake --profile slurm results/table1.csv`, typed as in the README, from a checkout whose
+    config/config.yaml is a one-cell grid, on a real single-node cluster with job accounting:
+    - on a node smaller than the profile's requests, it stops before submitting, naming the rules;
+    - on a node that fits, GPU rules land on the gpu partition with a GPU gres and select on cpu, and the
+      cell's numbers and fingerprints equal the local run's."""
+    work = make_workdir(tmp_path)
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg.update(methods=["ibp"], seeds=[0], sweeps={})  # one cell: prepare → train → select → certify → attack
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    command = ["--profile", "slurm", "results/table1.csv"]
     try:
-        work = make_workdir(tmp_path)
-        cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
-        cfg.update(methods=["ibp"], seeds=[0])  # one cell: prepare → train → select → certify → attack → report
-        (work / "config/slurm.yaml").write_text(yaml.safe_dump(cfg))
-        snakemake(work, "--profile", "workflow/profiles/slurm", "--configfile", "config/slurm.yaml",
-                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-                  "--jobs", "4", timeout=1800)
-        # The plugin names every job by the run's UUID and records the rule in the job's comment.
+        _slurm_up(SLURM_CI_CPUS="2", SLURM_CI_MEM_MB="8000", SLURM_CI_ACCOUNTING="1")
+        t0 = time.perf_counter()
+        r = snakemake(work, *command, check=False, timeout=600)
+        assert r.returncode != 0 and time.perf_counter() - t0 < 300
+        err = r.stdout + r.stderr
+        assert "ctbench: error: SLURM cannot run these jobs" in err, err[-3000:]
+        assert "rule train (1 job) asks partition gpu for cpus_per_task=8 (largest node: 2 CPUs)" in err
+        jobs = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True).stdout
+        assert "rule_train" not in jobs  # nothing was submitted
+
+        _slurm_up(SLURM_CI_CPUS="16", SLURM_CI_MEM_MB="128000", SLURM_CI_ACCOUNTING="1")
+        snakemake(work, *command, timeout=2400)
         jobs = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True,
                               check=True).stdout
         placed = {}
@@ -191,29 +482,28 @@ def test_slurm_profile_on_a_real_cluster(tiny_run, tmp_path):
             rule = re.search(r"Comment=rule_(\w+?)_wildcards", line)
             part = re.search(r"Partition=(\S+)", line)
             if rule and part:
-                gpu = "TresPerNode=gres:gpu:1" in line
+                gpu = "gres:gpu:1" in line or "gres/gpu=1" in line
                 placed.setdefault(rule.group(1), set()).add((part.group(1), gpu))
         assert placed, f"no SLURM jobs found:\n{jobs[-3000:]}"
         for rule in ("train", "certify", "attack"):
             assert placed.get(rule) == {("gpu", True)}, (rule, placed)
-        for rule in ("select",):
-            assert placed.get(rule) == {("cpu", False)}, (rule, placed)
-        # the same numbers as the local run
-        for cell in ("ibp/seed0",):
-            a = json.loads((tiny_run / "results/mnist_mini/0.1" / cell / "metrics.json").read_text())
-            b = json.loads((work / "results/mnist_mini/0.1" / cell / "metrics.json").read_text())
-            for key in ("nat_acc", "cert_acc", "adv_acc"):
-                assert a[key] == b[key], (cell, key, a[key], b[key])
+        assert placed.get("select") == {("cpu", False)}, placed
+        a = json.loads((tiny_run / CELL.format(run="ibp", seed=0) / "metrics.json").read_text())
+        b = json.loads((work / CELL.format(run="ibp", seed=0) / "metrics.json").read_text())
+        for key in ("nat_acc", "cert_acc", "adv_acc", "fingerprints"):
+            assert a[key] == b[key], (key, a[key], b[key])
     finally:
-        subprocess.run(["bash", str(up), "down"], env=env, capture_output=True, text=True, timeout=120)
+        subprocess.run(["bash", str(ROOT / "tests/slurm/slurm_up.sh"), "down"], capture_output=True, text=True,
+                       timeout=120)
 
 
 def test_demo_config_plans_the_whole_pipeline(tmp_path):
-    """config/demo.yaml (the README's demo) validates and plans every stage for its 6 methods."""
+    """config/demo.yaml (the README's demo) validates and plans every stage and analysis for its 6 methods."""
     work = make_workdir(tmp_path)
     counts = dry_run_jobs(work, "--configfile", "config/demo.yaml")
-    assert counts == {"prepare_data": 1, "train": 6, "select": 6, "certify": 6, "attack": 6, "summarize": 6,
-                      "report": 1}, counts
+    assert counts == {"prepare_data": 1, "cell_config": 6, "train": 6, "select": 6, "certify": 6, "attack": 6,
+                      "summarize": 6, "manifest": 2, "report": 1, "analyze_model": 6 * 4, "model_figure": 4,
+                      "analyze_grid": 5}, counts
 
 
 @pytest.mark.slow
@@ -223,6 +513,36 @@ def test_demo_runs_and_writes_table1(tmp_path):
     snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
     table = pd.read_csv(work / "results/table1.csv", dtype={"eps": str})
     assert len(table) == 6 and (table.cert <= table.adv + 1e-9).all() and (table.adv <= table.nat + 1e-9).all()
+
+
+def test_readme_override_example_runs_on_the_demo_grid_as_written(tmp_path):
+    """The README's "changing one cell" example, applied to config/demo.yaml exactly as the README says,
+    is a valid grid that changes only the SABR cell, and that cell runs with the new value."""
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"in `config/demo.yaml` change the line `([^`]+)` to\s+`([^`]+)`", readme)
+    assert m, "the README's override example moved; update this test"
+    old, new = m.groups()
+    work = make_workdir(tmp_path)
+    demo = (work / "config/demo.yaml").read_text()
+    assert demo.count(old) == 1, f"{old!r} is not a line of config/demo.yaml"
+    (work / "config/demo.yaml").write_text(demo.replace(old, new))
+    target = "results/mnist_mini/0.1/cnn_small/sabr/seed0/metrics.json"
+    snakemake(work, target, "--cores", "2", "--configfile", "config/demo.yaml", timeout=1500)  # target first
+    from ctbench.certify.hdf5 import read_h5
+
+    _, attrs = read_h5(work / "results/mnist_mini/0.1/cnn_small/sabr/seed0/certify.h5")
+    assert attrs["config"]["eps_shrink"] == 0.5 and attrs["config"]["train_eps_str"] == "0.1"
+    # only SABR's cell differs from the shipped demo grid
+    from ctbench.grid import Grid, load_yaml
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        changed, shipped = Grid(load_yaml("config/demo.yaml")), Grid(load_yaml(ROOT / "config/demo.yaml"))
+    finally:
+        os.chdir(cwd)
+    differ = {c.method for c in shipped.cells if changed.fingerprints(c) != shipped.fingerprints(c)}
+    assert differ == {"sabr"}
 
 
 def test_external_verifier_settings_reach_the_certify_command(tmp_path):
@@ -241,3 +561,10 @@ def test_external_verifier_settings_reach_the_certify_command(tmp_path):
     (work / "config/bad.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(work, "-n", "--configfile", "config/bad.yaml", check=False)
     assert r.returncode != 0 and "abcrown" in r.stdout + r.stderr
+
+
+def test_real_slurm_test_needs_opt_in(monkeypatch):
+    """A plain `python -m pytest` never installs packages or writes system files: the SLURM test is opt-in."""
+    monkeypatch.delenv(SLURM_OPT_IN, raising=False)
+    assert _slurm_skip_reason().startswith(f"opt-in ({SLURM_OPT_IN}=1")
+    assert os.environ["MPLCONFIGDIR"].startswith(tempfile.gettempdir())  # caches stay in the session's tmp

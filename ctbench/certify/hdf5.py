@@ -38,6 +38,7 @@ def provenance_attrs(fmt: str) -> dict:
         "torch_version": torch.__version__,
         "git_commit": prov.get("git_commit") or "",
         "created_utc": prov["created_utc"],
+        "hardware": prov["hardware"],
     }
 
 

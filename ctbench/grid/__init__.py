@@ -20,6 +20,7 @@ import copy
 import functools
 import logging
 
+from ctbench import analysis as _analysis
 from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
 from ctbench.errors import CTBenchError
 from ctbench.grid.cells import VARIANT_RE, Cell, expand, setting_tokens, table1_cells, variants
@@ -36,8 +37,8 @@ DEFAULT_CERTIFY = {"stages": ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD",
                    "n": None, "batch": 256, "abcrown_config": None, "complete_samples": {"pgd": 10, "edac": 10}}
 DEFAULT_ATTACK = {"steps": 200, "restarts": 5, "autoattack_methods": ["standard", "pgd", "edac"]}
 #: Per-model analyses (run on Table 1's cells) and cross-cell analyses (ctbench.analysis).
-MODEL_ANALYSES = ("fragmentation", "utilization", "tightness", "corruption")
-GRID_ANALYSES = ("shared_mistakes", "complete_gain", "cost", "seeds", "tradeoff")
+MODEL_ANALYSES = _analysis.MODEL_ANALYSES
+GRID_ANALYSES = tuple(a for a in _analysis.GRID_ANALYSES if a != "verifier_agreement")  # that one: verifiers
 DEFAULT_ANALYSIS = {"model": list(MODEL_ANALYSES), "grid": list(GRID_ANALYSES), "n": 1000, "seed": 0,
                     "corruption": {"source": "generated", "root": None}, "verifiers": {"stages": []}}
 #: Per-model analyses evaluated at every ε of the model's dataset in the grid (paper Fig. 3: MNIST models at

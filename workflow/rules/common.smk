@@ -1,36 +1,45 @@
-# Helpers of the ctbench workflow: configuration, the grid of cells, per-cell parameters, resources.
+# Helpers of the ctbench workflow: the grid of cells, per-stage parameters and fingerprints, resources.
 # Every function the rules use lives here (snakemake --lint: no functions beside rules elsewhere).
-import functools
-import json
+# The grid (cells, resolved configs, fingerprints) comes from ctbench.grid: one resolution of a cell,
+# shared with the jobs (the train job trains the cell.json written from it) and with `ctbench report`.
 import re
 import shlex
+import sys
 
-import yaml
 from snakemake.utils import validate
 
-from ctbench.config import eps_token, find_setting, load_hparams, resolve
+import ctbench.analysis as ctbench_analysis
+from ctbench.errors import CTBenchError
+from ctbench.grid import Grid
+from ctbench.grid.fingerprint import digest
+from ctbench.io import write_json
 
-validate(config, schema="../schemas/config.schema.yaml")
-validate(load_hparams(config["hparams"]), schema="../schemas/hparams.schema.yaml")
 
-HPARAMS = load_hparams(config["hparams"])
-SETTINGS = {
-    (s["dataset"], eps_token(s["eps"])): find_setting(HPARAMS, s["dataset"], s["eps"])
-    for s in config["settings"]
+def fail(message):
+    """A configuration error: one line, no traceback, exit status 1."""
+    print(f"ctbench: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+try:
+    GRID = Grid(config)
+except CTBenchError as e:
+    fail(e)
+validate(
+    config, schema="../schemas/config.schema.yaml"
+)  # fills in the schema's defaults
+
+CELLS = GRID.cells
+TABLE1_CELLS = GRID.table1_cells()
+ABLATION_CELLS = GRID.ablation_cells()
+MANIFEST_PARTS = {
+    "all": CELLS,
+    "table1": TABLE1_CELLS,
+    "ablations": ABLATION_CELLS + TABLE1_CELLS,
 }
-EPS_STR = {eps_token(s["eps"]): s["eps"] for s in config["settings"]}
-DATASETS = sorted({d for d, _ in SETTINGS})
-METHODS = list(config["methods"])
-SEEDS = [str(s) for s in config["seeds"]]
-CELLS = [
-    (dataset, eps, method, seed)
-    for (dataset, eps) in SETTINGS
-    for method in METHODS
-    for seed in SEEDS
-]
 
 # GPU rules' wall time and memory per dataset (sbatch -t minutes, --mem MB) on one A100/H100-class GPU
-# for the paper's schedules; edit for your site (or override with --set-resources in a profile).
+# for the paper's schedules; edit for your site (or override with set-resources in a profile).
 RUNTIME_MIN = {
     "train": {"mnist": 600, "mnist_mini": 60, "cifar10": 1440, "tinyimagenet": 2880},
     "certify": {"mnist": 1440, "mnist_mini": 60, "cifar10": 2880, "tinyimagenet": 2880},
@@ -40,71 +49,52 @@ MEM_MB = {"mnist": 16000, "mnist_mini": 4000, "cifar10": 32000, "tinyimagenet": 
 
 
 def regex_alternatives(values):
-    return "|".join(re.escape(str(v)) for v in values)
+    return "|".join(re.escape(str(v)) for v in sorted(set(values), key=str))
 
 
-def cell_overrides(setting, method):
-    """The overrides of one cell: "*" entries first, then the setting's, the most specific last."""
-    table = config.get("overrides", {})
-    merged = {}
-    for s in ("*", setting):
-        for m in ("*", method):
-            merged.update(table.get(s, {}).get(m, {}))
-    if config.get("model"):
-        merged.setdefault("model", config["model"])
-    return merged
-
-
-@functools.lru_cache(maxsize=None)
-def _resolved(dataset, eps, method, seed):
-    setting = SETTINGS[(dataset, eps)]
-    cfg = resolve(
-        setting,
-        method,
-        cell_overrides(setting, method),
-        hparams=HPARAMS,
-        seed=int(seed),
-    )
-    cfg["dataset"] = dataset
-    return cfg
-
-
-def train_config(wildcards):
-    """The cell's resolved config (JSON): a params entry, so editing one cell re-runs only that cell."""
-    return json.dumps(
-        _resolved(wildcards.dataset, wildcards.eps, wildcards.method, wildcards.seed),
-        sort_keys=True,
+def cell(wildcards):
+    return GRID.cell(
+        wildcards.dataset, wildcards.eps, wildcards.model, wildcards.run, wildcards.seed
     )
 
 
-def train_set_args(wildcards):
-    """The cell's overrides as `--set key=value` arguments (shell-quoted)."""
-    setting = SETTINGS[(wildcards.dataset, wildcards.eps)]
-    items = cell_overrides(setting, wildcards.method)
-    args = []
-    for key, value in sorted(items.items()):
-        text = (
-            "null"
-            if value is None
-            else yaml.safe_dump(value, default_flow_style=True).strip()
-        )
-        text = text.removesuffix("\n...").strip()
-        args += ["--set", shlex.quote(f"{key}={text}")]
-    return " ".join(args)
+def fingerprint(stage):
+    """params entry: the stage's fingerprint (a changed one re-runs the stage and everything after)."""
+
+    def _fingerprint(wildcards):
+        return GRID.fingerprints(cell(wildcards))[stage]
+
+    return _fingerprint
 
 
-def train_limits(wildcards):
-    limits = config.get("train", {})
-    args = []
-    if limits.get("subset"):
-        args += ["--subset", str(limits["subset"])]
-    if limits.get("max_steps"):
-        args += ["--max-steps", str(limits["max_steps"])]
-    return " ".join(args)
+def expect(*parents):
+    """`--expect stage=fingerprint` arguments: the job refuses inputs made for another configuration."""
+
+    def _expect(wildcards):
+        fp = GRID.fingerprints(cell(wildcards))
+        return " ".join(f"--expect {p}={fp[p]}" for p in parents)
+
+    return _expect
 
 
-def eps_str(wildcards):
-    return shlex.quote(EPS_STR[wildcards.eps])
+def write_cell_file(wildcards, path):
+    write_json(path, GRID.cell_file(cell(wildcards)))
+
+
+def write_manifest(part, path):
+    write_json(path, GRID.manifest(MANIFEST_PARTS[part]))
+
+
+def manifest_digest(wildcards):
+    """params of a manifest: only its own cells' fingerprints (adding a variant leaves Table 1's alone)."""
+    return digest(GRID.manifest(MANIFEST_PARTS[wildcards.part]))
+
+
+def final_targets():
+    """The default target: Table 1, the seed statistics, and the ablations when the grid has any."""
+    targets = ["results/table1.csv", "results/seeds.csv", "results/manifest/all.json"]
+    targets += ["results/ablations.csv"] if ABLATION_CELLS else []
+    return targets + analysis_targets()
 
 
 def data_source_args(wildcards):
@@ -121,22 +111,20 @@ def data_root(wildcards):
     return shlex.quote(config.get("data", {}).get("root", "data"))
 
 
+def eps_str(wildcards):
+    return shlex.quote(GRID.train_config(cell(wildcards))["eps_str"])
+
+
 def certify_args(wildcards):
-    c = config.get("certify", {})
-    args = [
-        "--stages",
-        ",".join(
-            c.get("stages", ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB"])
-        ),
-        "--timeout",
-        str(c.get("timeout", 1000)),
-        "--batch",
-        str(c.get("batch", 256)),
-    ]
-    if c.get("n"):
-        args += ["--n", str(c["n"])]
-    if c.get("abcrown_config"):
-        args += ["--abcrown-config", c["abcrown_config"]]
+    s = GRID.certify_settings(cell(wildcards))
+    args = ["--stages", ",".join(s["stages"]), "--timeout", str(s["timeout"])]
+    args += ["--batch", str(s["batch"])]
+    if s["n"]:
+        args += ["--n", str(s["n"])]
+    if s["complete_limit"] is not None:
+        args += ["--complete-limit", str(s["complete_limit"])]
+    if s["abcrown_config"]:
+        args += ["--abcrown-config", shlex.quote(s["abcrown_config"])]
     return " ".join(args)
 
 
@@ -147,22 +135,9 @@ def certify_extra_inputs(wildcards):
 
 
 def attack_args(wildcards):
-    a = config.get("attack", {})
-    kinds = (
-        "pgd,autoattack"
-        if wildcards.method in a.get("autoattack_methods", [])
-        else "pgd"
-    )
-    return f"--attack {kinds} --steps {a.get('steps', 200)} --restarts {a.get('restarts', 5)}"
-
-
-def certify_n(wildcards):
-    n = config.get("certify", {}).get("n")
-    return f"--n {n}" if n else ""
-
-
-def version(stage):
-    return config.get("versions", {}).get(stage, 1)
+    s = GRID.attack_settings(cell(wildcards))
+    args = f"--attack {','.join(s['attack'])} --steps {s['steps']} --restarts {s['restarts']}"
+    return args + (f" --n {s['n']}" if s["n"] else "")
 
 
 def runtime(stage):
@@ -176,8 +151,12 @@ def mem_mb(wildcards):
     return MEM_MB.get(wildcards.dataset, 16000)
 
 
+def cell_files(cells, name):
+    return [f"{c.dir}/{name}" for c in cells]
+
+
 def all_cell_files(name):
-    return [f"results/{d}/{e}/{m}/seed{s}/{name}" for d, e, m, s in CELLS]
+    return cell_files(CELLS, name)
 
 
 def prepared_flag(wildcards):
@@ -185,4 +164,154 @@ def prepared_flag(wildcards):
 
 
 def cell_dir(wildcards):
-    return f"results/{wildcards.dataset}/{wildcards.eps}/{wildcards.method}/seed{wildcards.seed}"
+    return cell(wildcards).dir
+
+
+def check_slurm_resources(workflow):
+    """onstart: with the SLURM executor, stop (one line per problem) before submitting a job that no
+    node of its partition can run — SLURM would keep it PENDING forever (Reason=PartitionConfig).
+    """
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    from ctbench.slurm import Request, parse_gres_gpus, query_sinfo, unschedulable
+
+    cluster = query_sinfo()
+    if cluster is None:
+        return
+    requests = []
+    for job in workflow.dag.needrun_jobs():
+        if job.is_local:
+            continue
+        res = job.resources
+        gpus = int(res.get("gpu", 0) or 0) + parse_gres_gpus(res.get("gres"))
+        cpus = int(res.get("cpus_per_task", 0) or job.threads or 1)
+        requests.append(
+            Request(
+                job.rule.name,
+                res.get("slurm_partition"),
+                cpus,
+                int(res.get("mem_mb", 0) or 0),
+                gpus,
+            )
+        )
+    problems = unschedulable(requests, *cluster)
+    if problems:
+        fail(
+            "SLURM cannot run these jobs (they would stay PENDING): "
+            + "; ".join(problems)
+            + ". Lower the requests in the profile (set-resources) or use another partition."
+        )
+
+
+# -- analyses (ctbench.analysis; workflow/rules/analysis.smk) -------------------------------------------
+
+ALL_MODEL_ANALYSES = ctbench_analysis.MODEL_ANALYSES
+ALL_GRID_ANALYSES = ctbench_analysis.GRID_ANALYSES
+ANALYSIS = GRID.analysis()
+MODEL_ANALYSES = list(ANALYSIS["model"])
+VERIFIER_CELLS = GRID.verifier_cells()
+VERIFIERS = list(ANALYSIS["verifiers"]["stages"]) if VERIFIER_CELLS else []
+GRID_ANALYSES = list(ANALYSIS["grid"]) + (["verifier_agreement"] if VERIFIERS else [])
+BASE_CELLS = [
+    c for c in CELLS if not c.variant
+]  # Table 1's and the extra architectures' (Table 21)
+
+
+def analysis_fingerprint(wildcards):
+    return GRID.analysis_fingerprint(cell(wildcards), wildcards.analysis)
+
+
+def model_analysis_args(wildcards):
+    s = GRID.analysis_settings(cell(wildcards), wildcards.analysis)
+    args = ["--eps", *map(shlex.quote, s["eps"]), "--seed", str(s["seed"])]
+    if s["n"]:
+        args += ["--n", str(s["n"])]
+    if "corruption" in s:
+        args += ["--source", s["corruption"]["source"]]
+        if s["corruption"].get("root"):
+            args += ["--corruption-root", shlex.quote(s["corruption"]["root"])]
+    return " ".join(args)
+
+
+def model_analysis_tables_of(analysis):
+    return cell_files(TABLE1_CELLS, f"analysis/{analysis}.parquet")
+
+
+def model_analysis_tables(wildcards):
+    return model_analysis_tables_of(wildcards.analysis)
+
+
+def verifier_args(wildcards):
+    s = GRID.verifier_settings(cell(wildcards), wildcards.verifier)
+    args = [
+        "--stages",
+        s["stage"],
+        "--timeout",
+        str(s["timeout"]),
+        "--batch",
+        str(s["batch"]),
+    ]
+    if s["n"]:
+        args += ["--n", str(s["n"])]
+    if s["abcrown_config"]:
+        args += ["--abcrown-config", shlex.quote(s["abcrown_config"])]
+    return " ".join(args)
+
+
+def verifier_fingerprint(wildcards):
+    return GRID.verifier_fingerprint(cell(wildcards), wildcards.verifier)
+
+
+def grid_analysis_inputs(wildcards):
+    """The files each cross-cell analysis reads (named lists; grid_analysis_args turns them into options)."""
+    name = wildcards.grid_analysis
+    if name == "shared_mistakes":
+        return {"certify": cell_files(BASE_CELLS, "certify.h5")}
+    if name == "complete_gain":
+        return {
+            "certify": cell_files(CELLS, "certify.h5"),
+            "attack": cell_files(CELLS, "attack.h5"),
+        }
+    if name == "cost":
+        stages = ("train", "certify", "attack")
+        return {
+            "benchmarks": [
+                f"{c.dir}/benchmarks/{s}.tsv" for c in CELLS for s in stages
+            ],
+            "certify": cell_files(CELLS, "certify.h5"),
+        }
+    if name in ("seeds", "tradeoff"):
+        return {
+            "metrics": cell_files(TABLE1_CELLS, "metrics.json"),
+            "literature": config["literature"],
+        }
+    if name == "verifier_agreement":
+        return {
+            "verifiers": [
+                f"{c.dir}/verifiers/{v}.h5" for c in VERIFIER_CELLS for v in VERIFIERS
+            ]
+        }
+    raise ValueError(name)
+
+
+def grid_analysis_args(wildcards, input):
+    args = []
+    for key in ("certify", "attack", "benchmarks", "metrics", "verifiers"):
+        if key in input.keys():
+            args += [f"--{key}", *map(shlex.quote, input[key])]
+    if "literature" in input.keys():
+        args += ["--literature", shlex.quote(input.literature)]
+    if wildcards.grid_analysis == "verifier_agreement":
+        args.append(
+            "--fail-on-alarm"
+        )  # a sample certified by one verifier and falsified by another
+    return " ".join(args)
+
+
+def analysis_targets():
+    """Figures and tables, and every per-model table itself: a deleted table is re-made (Snakemake would
+    otherwise skip a missing intermediate file whose figure is up to date)."""
+    figures = [f"results/analysis/{a}.png" for a in MODEL_ANALYSES]
+    tables = [f for a in MODEL_ANALYSES for f in model_analysis_tables_of(a)]
+    return figures + tables + [f"results/analysis/{a}.csv" for a in GRID_ANALYSES]

@@ -3,25 +3,28 @@ rule certify:
         model=rules.select.output.model,
         extra=certify_extra_inputs,
     output:
-        h5="results/{dataset}/{eps}/{method}/seed{seed}/certify.h5",
+        h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/certify.h5",
     log:
-        "results/{dataset}/{eps}/{method}/seed{seed}/logs/certify.log",
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/certify.log",
     benchmark:
-        "results/{dataset}/{eps}/{method}/seed{seed}/benchmarks/certify.tsv"
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/benchmarks/certify.tsv"
     retries: 2
     conda:
         "../envs/ctbench.yaml"
     resources:
         runtime=runtime("certify"),
         mem_mb=mem_mb,
+        gpu=1,
     params:
         eps=eps_str,
         settings=certify_args,
         root=data_root,
-        version=version("certify"),
+        fingerprint=fingerprint("certify"),
+        expect=expect("select"),
     shell:
         "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --model {input.model} --eps {params.eps} {params.settings}"
-        " --data-root {params.root} --device auto --out {output.h5} > {log} 2>&1"
+        " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
+        " --out {output.h5} > {log} 2>&1"
 
 
 rule attack:
@@ -29,27 +32,28 @@ rule attack:
         model=rules.select.output.model,
         certificates=rules.certify.output.h5,
     output:
-        h5="results/{dataset}/{eps}/{method}/seed{seed}/attack.h5",
+        h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/attack.h5",
     log:
-        "results/{dataset}/{eps}/{method}/seed{seed}/logs/attack.log",
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/attack.log",
     benchmark:
-        "results/{dataset}/{eps}/{method}/seed{seed}/benchmarks/attack.tsv"
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/benchmarks/attack.tsv"
     retries: 2
     conda:
         "../envs/ctbench.yaml"
     resources:
         runtime=runtime("attack"),
         mem_mb=mem_mb,
+        gpu=1,
     params:
         eps=eps_str,
         settings=attack_args,
-        n=certify_n,
         root=data_root,
-        version=version("attack"),
+        fingerprint=fingerprint("attack"),
+        expect=expect("select", "certify"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --model {input.model} --eps {params.eps} {params.settings} {params.n}"
-        " --certificates {input.certificates} --data-root {params.root} --device auto --out {output.h5}"
-        " > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --model {input.model} --eps {params.eps} {params.settings}"
+        " --certificates {input.certificates} --data-root {params.root} --device auto"
+        " --fingerprint {params.fingerprint} {params.expect} --out {output.h5} > {log} 2>&1"
 
 
 rule summarize:
@@ -57,13 +61,16 @@ rule summarize:
         certify=rules.certify.output.h5,
         attack=rules.attack.output.h5,
     output:
-        metrics="results/{dataset}/{eps}/{method}/seed{seed}/metrics.json",
-        table="results/{dataset}/{eps}/{method}/seed{seed}/summary.parquet",
+        metrics="results/{dataset}/{eps}/{model}/{run}/seed{seed}/metrics.json",
+        table="results/{dataset}/{eps}/{model}/{run}/seed{seed}/summary.parquet",
     log:
-        "results/{dataset}/{eps}/{method}/seed{seed}/logs/summarize.log",
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/summarize.log",
     conda:
         "../envs/ctbench.yaml"
     params:
-        version=version("summarize"),
+        fingerprint=fingerprint("summarize"),
+        expect=expect("certify", "attack"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack} --out {output.table} --metrics {output.metrics} > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack}"
+        " --fingerprint {params.fingerprint} {params.expect}"
+        " --out {output.table} --metrics {output.metrics} > {log} 2>&1"

@@ -1,46 +1,53 @@
+rule cell_config:
+    output:
+        cell="results/{dataset}/{eps}/{model}/{run}/seed{seed}/cell.json",
+    log:
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/cell_config.log",
+    params:
+        fingerprint=fingerprint("train"),
+    run:
+        write_cell_file(wildcards, output.cell)
+
+
 rule train:
     input:
+        cell=rules.cell_config.output.cell,
         data=prepared_flag,
     output:
-        candidates="results/{dataset}/{eps}/{method}/seed{seed}/train/candidates.pt",
-        history="results/{dataset}/{eps}/{method}/seed{seed}/train/history.csv",
+        candidates="results/{dataset}/{eps}/{model}/{run}/seed{seed}/train/candidates.pt",
+        history="results/{dataset}/{eps}/{model}/{run}/seed{seed}/train/history.csv",
     log:
-        "results/{dataset}/{eps}/{method}/seed{seed}/logs/train.log",
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/train.log",
     benchmark:
-        "results/{dataset}/{eps}/{method}/seed{seed}/benchmarks/train.tsv"
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/benchmarks/train.tsv"
     retries: 2
     conda:
         "../envs/ctbench.yaml"
     resources:
         runtime=runtime("train"),
         mem_mb=mem_mb,
+        gpu=1,
     params:
-        config=train_config,
-        hparams=config["hparams"],
-        eps=eps_str,
-        overrides=train_set_args,
-        limits=train_limits,
+        fingerprint=fingerprint("train"),
         root=data_root,
-        version=version("train"),
         cell=cell_dir,
     shell:
-        "ctbench train --dataset {wildcards.dataset} --eps {params.eps} --method {wildcards.method}"
-        " --seed {wildcards.seed} --hparams {params.hparams} {params.overrides} {params.limits}"
-        " --data-root {params.root} --device auto --no-select --on-config-change restart"
-        " --out {params.cell}"
-        " > {log} 2>&1"
+        "ctbench train --cell {input.cell} --data-root {params.root} --device auto"
+        " --no-select --on-config-change restart --out {params.cell} > {log} 2>&1"
 
 
 rule select:
     input:
         candidates=rules.train.output.candidates,
     output:
-        model="results/{dataset}/{eps}/{method}/seed{seed}/model.pt",
+        model="results/{dataset}/{eps}/{model}/{run}/seed{seed}/model.pt",
     log:
-        "results/{dataset}/{eps}/{method}/seed{seed}/logs/select.log",
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/select.log",
     conda:
         "../envs/ctbench.yaml"
     params:
-        version=version("select"),
+        fingerprint=fingerprint("select"),
+        expect=expect("train"),
     shell:
-        "ctbench select {input.candidates} --out {output.model} > {log} 2>&1"
+        "ctbench select {input.candidates} --fingerprint {params.fingerprint} {params.expect}"
+        " --out {output.model} > {log} 2>&1"

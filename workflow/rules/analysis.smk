@@ -1,0 +1,100 @@
+rule analyze_model:
+    input:
+        model=rules.select.output.model,
+    output:
+        table="results/{dataset}/{eps}/{model}/{run}/seed{seed}/analysis/{analysis}.parquet",
+    log:
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/analysis_{analysis}.log",
+    benchmark:
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/benchmarks/analysis_{analysis}.tsv"
+    retries: 1
+    conda:
+        "../envs/ctbench.yaml"
+    resources:
+        runtime=runtime("attack"),
+        mem_mb=mem_mb,
+        gpu=1,
+    params:
+        settings=model_analysis_args,
+        root=data_root,
+        fingerprint=analysis_fingerprint,
+        expect=expect("select"),
+    shell:
+        "ctbench analyze {wildcards.analysis} --model {input.model} {params.settings} --data-root {params.root}"
+        " --device auto --fingerprint {params.fingerprint} {params.expect} --out {output.table} > {log} 2>&1"
+
+
+rule model_figure:
+    input:
+        tables=model_analysis_tables,
+    output:
+        png=report(
+            "results/analysis/{analysis}.png",
+            caption="../report/model_figure.rst",
+            category="Per-model analyses",
+        ),
+        pdf="results/analysis/{analysis}.pdf",
+    log:
+        "results/logs/figure_{analysis}.log",
+    conda:
+        "../envs/ctbench.yaml"
+    shell:
+        "ctbench figure {wildcards.analysis} {input.tables} --out results/analysis/{wildcards.analysis}"
+        " > {log} 2>&1"
+
+
+rule certify_verifier:
+    input:
+        model=rules.select.output.model,
+        extra=certify_extra_inputs,
+    output:
+        h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/verifiers/{verifier}.h5",
+    log:
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/logs/verifier_{verifier}.log",
+    benchmark:
+        "results/{dataset}/{eps}/{model}/{run}/seed{seed}/benchmarks/verifier_{verifier}.tsv"
+    retries: 2
+    conda:
+        "../envs/ctbench.yaml"
+    resources:
+        runtime=runtime("certify"),
+        mem_mb=mem_mb,
+        gpu=1,
+    params:
+        eps=eps_str,
+        settings=verifier_args,
+        root=data_root,
+        fingerprint=verifier_fingerprint,
+        expect=expect("select"),
+    shell:
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --model {input.model} --eps {params.eps} {params.settings}"
+        " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
+        " --out {output.h5} > {log} 2>&1"
+
+
+rule analyze_grid:
+    input:
+        unpack(grid_analysis_inputs),
+    output:
+        csv=report(
+            "results/analysis/{grid_analysis}.csv",
+            caption="../report/grid_analysis.rst",
+            category="Cross-cell analyses",
+        ),
+        md="results/analysis/{grid_analysis}.md",
+        tex="results/analysis/{grid_analysis}.tex",
+        png=report(
+            "results/analysis/{grid_analysis}.png",
+            caption="../report/grid_analysis.rst",
+            category="Cross-cell analyses",
+        ),
+        pdf="results/analysis/{grid_analysis}.pdf",
+    log:
+        "results/logs/analysis_{grid_analysis}.log",
+    conda:
+        "../envs/ctbench.yaml"
+    params:
+        args=grid_analysis_args,
+    shell:
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench analyze {wildcards.grid_analysis} {params.args}"
+        " --out-dir results/analysis > {log} 2>&1"
