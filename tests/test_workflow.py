@@ -568,3 +568,20 @@ def test_real_slurm_test_needs_opt_in(monkeypatch):
     monkeypatch.delenv(SLURM_OPT_IN, raising=False)
     assert _slurm_skip_reason().startswith(f"opt-in ({SLURM_OPT_IN}=1")
     assert os.environ["MPLCONFIGDIR"].startswith(tempfile.gettempdir())  # caches stay in the session's tmp
+
+
+def test_every_gpu_rule_is_placed_on_the_gpu_partition_by_the_slurm_profile():
+    """Rules that ask for `gpu=1` get the gpu partition and a GPU gres from the SLURM profile (and the
+    local profile caps concurrent GPU jobs)."""
+    gpu_rules = set()
+    for smk in (ROOT / "workflow/rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", smk.read_text(), re.M):
+            if re.search(r"^\s+gpu=1,", body, re.M):
+                gpu_rules.add(name)
+    assert {"train", "certify", "attack", "analyze_model", "certify_verifier"} <= gpu_rules
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    for rule in gpu_rules:
+        res = profile["set-resources"].get(rule)
+        assert res and res["slurm_partition"] == "gpu" and res["gres"] == "gpu:1" and res["gpu"] == 0, rule
+    local = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    assert local["resources"]["gpu"] == 1
