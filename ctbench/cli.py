@@ -21,7 +21,7 @@ from ctbench.logs import setup_logging
 
 #: Subcommand modules under ``ctbench.commands``, in the order ``--help`` lists them.
 COMMANDS = (
-    "data", "models", "bounds", "train", "select", "certify", "attack", "summarize", "analyze", "report",
+    "data", "models", "bounds", "grid", "train", "select", "certify", "attack", "summarize", "analyze", "report",
 )
 
 logger = logging.getLogger(__name__)

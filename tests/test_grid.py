@@ -207,3 +207,16 @@ def test_schema_names_match_the_registries():
     assert set(a["grid"]["items"]["enum"]) == set(analysis.GRID_ANALYSES) - {"verifier_agreement"}
     assert set(a["verifiers"]["properties"]["stages"]["items"]["enum"]) == {
         s for s in CERTIFY_STAGES if s != "PGD"}
+
+
+def test_grid_cli_checks_and_lists(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["grid", "check", "config/config.yaml"]) == 0
+    assert "154 cells (135 in Table 1, 19 ablation cells)" in capsys.readouterr().out
+    assert main(["grid", "cells", "config/ci.yaml"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("results/mnist_mini/0.1/cnn_small/ibp+l1_1e-05/seed0  ablation")
+    (tmp_path / "bad.yaml").write_text((ROOT / "config/ci.yaml").read_text().replace("seeds: [0, 1]", "seeds: [0, 1"))
+    assert main(["grid", "check", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"ctbench: error: {tmp_path / 'bad.yaml'}:")
