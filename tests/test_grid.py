@@ -127,6 +127,10 @@ def test_cell_file_is_what_train_trains(tmp_path, capsys):
     path.write_text(json.dumps(edited))
     assert main(["train", "--cell", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "does not match its content" in capsys.readouterr().err
+    path.write_text(json.dumps({"format": edited["format"], "config": {}}))  # truncated by hand
+    assert main(["train", "--cell", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a complete ctbench cell file" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 

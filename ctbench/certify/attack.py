@@ -37,7 +37,6 @@ from ctbench.certify.run import (
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
 from ctbench.errors import CTBenchError
-from ctbench.io import sha256_file
 from ctbench.logs import progress
 
 logger = logging.getLogger(__name__)
@@ -129,13 +128,13 @@ def attack_file(
         "batch_size": batch_size,
         "autoattack_version": "standard" if "autoattack" in attacks else None,
     }
-    if cert is not None and cert_attrs.get("model_sha256") != sha256_file(model_path):
-        raise CTBenchError(f"{certificates} certifies another model than {model_path} (model sha256 differs); "
-                           "certify this model first")
     cert_fp = {"certify": cert_attrs["fingerprints"]["certify"]} if "certify" in (
         cert_attrs.get("fingerprints") or {}) else {}
     attrs_model = model_attrs(model_path, meta, spec.name, split, fingerprint_stage="attack", fingerprint=fingerprint,
                               expect=expect, extra_fingerprints=cert_fp)
+    if cert is not None and cert_attrs.get("model_sha256") != attrs_model["model_sha256"]:
+        raise CTBenchError(f"{certificates} certifies another model than {model_path} (model sha256 differs); "
+                           "certify this model first")
     fp = resume.fingerprint(
         {
             "settings": settings,

@@ -98,8 +98,13 @@ def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
         raise CTBenchError(f"cannot read cell file {args.cell}: {e}") from None
     if not isinstance(cell, dict) or cell.get("format") != CELL_FORMAT:
         raise CTBenchError(f"{args.cell} is not a ctbench cell file (format {CELL_FORMAT})")
-    config, limits, version = cell["config"], cell.get("limits") or {}, int(cell["versions"]["train"])
-    if train_fingerprint(config, limits, version) != cell["fingerprints"]["train"]:
+    try:
+        config, limits, version = dict(cell["config"]), dict(cell.get("limits") or {}), int(cell["versions"]["train"])
+        recorded = cell["fingerprints"]["train"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CTBenchError(f"{args.cell} is not a complete ctbench cell file (missing or bad {e}); "
+                           "let the workflow rewrite it") from None
+    if train_fingerprint(config, limits, version) != recorded:
         raise CTBenchError(f"{args.cell}: its fingerprint does not match its content (edited by hand?); "
                            "let the workflow rewrite it")
     return config, {"subset": limits.get("subset"), "max_steps": limits.get("max_steps"), "version": version}

@@ -21,7 +21,7 @@ import functools
 import logging
 
 from ctbench import analysis as _analysis
-from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
+from ctbench.config import _sub_schema, find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
 from ctbench.errors import CTBenchError
 from ctbench.grid.cells import VARIANT_RE, Cell, expand, setting_tokens, table1_cells, variants
 from ctbench.grid.fingerprint import stage_fingerprint, train_fingerprint
@@ -115,8 +115,7 @@ class Grid:
         return set(cfg["methods"]) | {m for b in blocks for m in b.get("methods") or []}
 
     def _check_values(self, where: str, values: dict, keys: set[str]) -> None:
-        schema = load_schema()
-        props = {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": "#/$defs/hparam_props"}
+        props = _sub_schema(load_schema(), "hparam_props")
         for key, value in values.items():
             if key == "model":
                 raise CTBenchError(f"config: {where}.model: the architecture is an axis of the grid: "
