@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
+        if "threads" in vars(args):  # a compute command: the CPUs the job was given (ctbench/threads.py)
+            from ctbench.threads import apply_threads
+
+            apply_threads(args.threads)
         return int(args.func(args) or 0)
     except CTBenchError as e:
         print(f"ctbench: error: {e}", file=sys.stderr)

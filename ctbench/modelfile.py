@@ -29,6 +29,7 @@ from torch import nn
 from ctbench import __version__
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path, load_torch
+from ctbench.threads import thread_info
 
 FORMAT = "ctbench-model/1"
 
@@ -65,6 +66,7 @@ def provenance(**extra) -> dict:
         "git_commit": commit,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hardware": hardware(),
+        "threads": thread_info()["threads"],
         **extra,
     }
 

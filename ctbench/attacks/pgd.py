@@ -7,7 +7,9 @@ For each of ``restarts`` runs: random start ``x + U(−½, ½)·(ub − lb)`` cl
 ``max(0.25, 2/steps)``), decayed inside the attack: ≥ 50 steps ×0.1 at 50 %, 80 %, 90 %; ≥ 20 steps
 ×0.1 at 70 %; otherwise ×0.2 every 10 steps.
 
-Losses: ``"ce"`` (cross-entropy, the original ``"pgd"``) and ``"margin"`` (``max_{i≠y} z_i − z_y``).
+Losses: ``"ce"`` (cross-entropy, the original ``"pgd"``) and ``"margin"`` (``max_{i≠y} z_i − z_y``, or
+``z_t − z_y`` towards a given target class ``t``: Carlini & Wagner 2017's margin, which keeps its gradient
+where cross-entropy saturates).
 
 The attack uses the model's current mode: in a training step, BatchNorm normalizes with the frozen
 clean-batch statistics (``ctbench.bounds.clean_forward_and_freeze_bn``), never updating running
@@ -43,12 +45,16 @@ def step_size_multiplier(iteration: int, steps: int) -> float:
     return gamma ** sum(iteration >= m for m in milestones)
 
 
-def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """(B, K), (B,) → (B,): the loss PGD maximizes."""
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str, target: torch.Tensor | None = None):
+    """(B, K), (B,) → (B,): the loss PGD maximizes. ``target`` (B,) int64 (margin loss only): ``z_t − z_y``."""
     if loss == "ce":
+        if target is not None:
+            raise CTBenchError("a targeted attack needs the margin loss")
         return F.cross_entropy(logits, y, reduction="none")
     if loss == "margin":
         true = logits.gather(1, y[:, None]).squeeze(1)
+        if target is not None:
+            return logits.gather(1, target[:, None]).squeeze(1) - true
         other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
         return other - true
     raise CTBenchError(f"unknown attack loss {loss!r}; known: {', '.join(ATTACK_LOSSES)}")
@@ -65,6 +71,7 @@ def pgd_attack(
     restarts: int = 1,
     step_size: float | None = None,
     loss: str = "ce",
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Adversarial examples within the box ``[lower, upper]``.
 
@@ -74,7 +81,7 @@ def pgd_attack(
         lower, upper: the perturbation box (B, *input), ``lower <= upper`` (e.g. ``clamp(x ∓ ε, 0, 1)``).
         steps: gradient steps per restart (0: random point only); restarts: ≥ 1 random starts.
         step_size: initial step as a fraction of the half-width ``(ub − lb)/2``; None → max(0.25, 2/steps).
-        loss: ``"ce"`` or ``"margin"``.
+        loss: ``"ce"`` or ``"margin"``; target: (B,) int64 class to push each sample towards (margin only).
 
     Returns:
         ``x_adv`` (B, *input), detached, ``lower <= x_adv <= upper``: per sample the evaluated point with
@@ -99,7 +106,7 @@ def pgd_attack(
             for it in range(steps + 1):
                 x_adv.requires_grad_(True)
                 with torch.enable_grad():
-                    sample_loss = per_sample_loss(model(x_adv), y, loss)
+                    sample_loss = per_sample_loss(model(x_adv), y, loss, target)
                     objective = sample_loss.sum()
                 improved = sample_loss.detach() > best_loss
                 best_loss = torch.where(improved, sample_loss.detach(), best_loss)

@@ -2,15 +2,21 @@
 
 For each batch of test samples (in dataset order): clean forward (misclassified → ``incorrect``), then
 every *batch* stage (IBP, CROWN-IBP, CROWN, alpha-CROWN, PGD) on the samples still undecided, then the
-*sample* stages (BaB, MILP) one sample at a time under a shared per-sample time budget
-(``timeout``, paper: 1,000 s). A stage only ever decides undecided samples; a decided sample is never
-touched again. Undecided samples at the end are ``unknown``. With ``complete_limit`` N only the first N
+*complete* stages (BaB, MILP, external verifiers) in order on the batch's samples still undecided.
+Each sample has one time budget for the whole cascade (``timeout``, paper: 1,000 s): its share of the
+batch stages' time is counted, and the complete stages get the rest, one after the other. A complete
+stage that times out has spent the budget (final: ``timeout``); one that gives up early (BaB at its
+domain limit) hands the rest to the next complete stage. BaB and MILP run one sample at a time; an
+external verifier with a batch mode (alpha-beta-CROWN) gets all of the batch's samples in one call,
+each with its own remaining budget. A stage only ever decides undecided samples; a decided sample is
+never touched again. Undecided samples at the end are ``unknown``. Every stage's own verdict on every
+sample it saw is kept (``stage_status``), so a later stage's disagreement is never lost. With ``complete_limit`` N only the first N
 samples may reach the sample stages (paper Table 1, †: PGD and EDAC models are complete-verified on the
 first 10 test samples only); the limit is recorded in the file's ``settings``.
 
 Resume: the state (all per-sample vectors, how many batches passed the batch stages, which samples
-passed the complete stages) is written atomically to ``<out>.partial.npz`` after every batch and after
-every complete-stage sample, together with a fingerprint of everything that determines the result
+each complete stage has seen) is written atomically to ``<out>.partial.npz`` after every batch and after
+every complete-stage call, together with a fingerprint of everything that determines the result
 (model hash, data, ε, settings). A rerun with the same inputs continues from there; a different
 fingerprint starts over. PGD is seeded per batch, so a resumed run gives the same file as an
 uninterrupted one (except timing). The final ``certify.h5`` is written atomically and the state removed.
@@ -42,7 +48,7 @@ from ctbench.certify.stages import (
     check_stages,
     external_available,
 )
-from ctbench.certify.status import CERTIFIED_VALUES, STATUS_MAPPING, Status
+from ctbench.certify.status import CERTIFIED_VALUES, NOT_SEEN, STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path
 from ctbench.logs import progress
@@ -64,7 +70,8 @@ class CertifySettings:
     alpha_lr: float = 0.5
     pgd_steps: int = 200
     pgd_restarts: int = 5
-    pgd_loss: str = "ce"
+    pgd_loss: str = "margin"  #: the falsifier's loss: "margin" (default) or "ce" (the original's)
+    pgd_targets: int = 3  #: runner-up classes the falsifier's restarts target in turn (falsify.py)
     bab_batch: int = 64
     bab_intermediate: str = "CROWN"
     bab_alpha_iterations: int = 5
@@ -77,13 +84,17 @@ class CertifySettings:
     seed: int = 0
 
     def __post_init__(self):
-        check_stages(self.stages)
+        object.__setattr__(self, "stages", check_stages(self.stages))  # a preset name → its stages
         if self.batch_size < 1:
             raise CTBenchError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.timeout > 0:
             raise CTBenchError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.pgd_steps < 0 or self.pgd_restarts < 1:
             raise CTBenchError("PGD needs steps >= 0 and restarts >= 1")
+        if self.pgd_loss not in ("margin", "ce"):
+            raise CTBenchError(f"the falsifier's loss must be margin or ce, got {self.pgd_loss!r}")
+        if self.pgd_targets < 0:
+            raise CTBenchError(f"pgd_targets must be >= 0, got {self.pgd_targets}")
         if self.abcrown_config:
             if not os.path.isfile(self.abcrown_config):
                 raise CTBenchError(f"abcrown config {self.abcrown_config} does not exist")
@@ -131,7 +142,7 @@ class _State:
         "time_s",
         "stage_time_s",
         "stage_samples",
-        "complete_done",
+        "stage_status",
     )
 
     def __init__(self, indices: np.ndarray, n_stages: int):
@@ -146,7 +157,7 @@ class _State:
         self.time_s = np.zeros(N, np.float64)
         self.stage_time_s = np.zeros(n_stages, np.float64)
         self.stage_samples = np.zeros(n_stages, np.int64)
-        self.complete_done = np.zeros(N, bool)
+        self.stage_status = np.full((N, n_stages), NOT_SEEN, np.uint8)
         self.batches_done = 0
 
     def save(self, path: Path, fingerprint: str) -> None:
@@ -225,6 +236,7 @@ def certify_model(
             "dataset": attrs.get("dataset"),
             "split": attrs.get("split"),
             "format": hdf5.CERTIFY_FORMAT,
+            "state": 2,  # the resume state's layout (2: per-stage verdicts)
         }
     )
     spath = state_path(out)
@@ -247,7 +259,7 @@ def certify_model(
             st.save(spath, fingerprint)
             if hook:
                 hook("batch", {"batch": b, "n_batches": n_batches})
-        _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
+        _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
         bar.update(sl.stop - sl.start)
         bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()), refresh=False)
     bar.close()
@@ -292,6 +304,7 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b):
         rows = np.arange(sl.start, sl.stop)[und]
         st.stage_margins[rows, j] = res.margin
         decided = res.decision != UNDECIDED
+        st.stage_status[rows, j] = np.where(decided, res.decision, int(Status.UNKNOWN))
         st.decision[rows[decided]] = res.decision[decided]
         st.decided_by[rows[decided]] = j
         st.time_s[rows] += dt / und.size
@@ -299,35 +312,52 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b):
         st.stage_samples[j] += und.size
 
 
-def _sample_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
-    sample_stages = [(j, s) for j, s in enumerate(stage_objs) if s.kind == "sample"]
-    for r in range(sl.start, sl.stop):
-        if st.complete_done[r]:
+def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
+    """The complete stages, in order, on the batch's rows still undecided (see the module docstring)."""
+    limit = ctx.settings.complete_limit
+    rows = np.arange(sl.start, sl.stop)
+    if limit is not None:
+        rows = rows[rows < limit]
+    for j, stage in enumerate(stage_objs):
+        if stage.kind != "sample":
             continue
-        limit = ctx.settings.complete_limit
-        if sample_stages and st.decision[r] == UNDECIDED and (limit is None or r < limit):
-            k = r - sl.start
-            one = batch.subset(torch.tensor([k], device=batch.x.device))
-            t_sample = time.perf_counter()
-            deadline = time.monotonic() + ctx.settings.timeout
-            for j, stage in sample_stages:
-                t0 = time.perf_counter()
-                decision, margin = stage.run(ctx, one, deadline)
-                dt = time.perf_counter() - t0
-                st.stage_margins[r, j] = margin
-                st.stage_time_s[j] += dt
-                st.stage_samples[j] += 1
-                if decision != UNDECIDED:
-                    st.decision[r] = decision
-                    st.decided_by[r] = j
-                    break
-            st.time_s[r] += time.perf_counter() - t_sample
-            st.complete_done[r] = True
+        todo = rows[(st.decision[rows] == UNDECIDED) & (st.stage_status[rows, j] == NOT_SEEN)]
+        if todo.size == 0:
+            continue
+        if stage.run_many is not None:  # one call for all of them (an external verifier's batch mode)
+            sub = batch.subset(torch.as_tensor(todo - sl.start, device=batch.x.device))
+            budgets = ctx.settings.timeout - st.time_s[todo]
+            t0 = time.perf_counter()
+            results = stage.run_many(ctx, sub, budgets)
+            st.stage_time_s[j] += time.perf_counter() - t0
+            for r, (decision, margin, seconds) in zip(todo, results, strict=True):
+                _record(st, r, j, decision, margin, seconds)
             st.save(spath, fingerprint)
             if hook:
-                hook("sample", {"row": r})
-        else:
-            st.complete_done[r] = True
+                hook("sample", {"rows": todo.tolist(), "stage": stage.name})
+            continue
+        for r in todo:
+            one = batch.subset(torch.tensor([r - sl.start], device=batch.x.device))
+            t0 = time.perf_counter()
+            deadline = time.monotonic() + max(0.0, ctx.settings.timeout - st.time_s[r])
+            decision, margin = stage.run(ctx, one, deadline)
+            dt = time.perf_counter() - t0
+            st.stage_time_s[j] += dt
+            _record(st, r, j, decision, margin, dt)
+            st.save(spath, fingerprint)
+            if hook:
+                hook("sample", {"row": int(r), "stage": stage.name})
+
+
+def _record(st, r, j, decision, margin, seconds):
+    """One complete stage's answer for row r: its own verdict, margin and time; decides if it decided."""
+    st.stage_margins[r, j] = margin
+    st.stage_samples[j] += 1
+    st.time_s[r] += seconds
+    st.stage_status[r, j] = int(Status.UNKNOWN) if decision == UNDECIDED else int(decision)
+    if decision != UNDECIDED:
+        st.decision[r] = decision
+        st.decided_by[r] = j
 
 
 def counts(decision, decided_by, stages) -> dict:
@@ -372,6 +402,7 @@ def _write(out, st, settings, stages, stage_objs, attrs, device, wall, skipped=(
         "time_s": st.time_s.astype(np.float32),
         "stage_time_s": st.stage_time_s,
         "stage_samples": st.stage_samples,
+        "stage_status": st.stage_status,
     }
     settings_d = settings.to_dict()
     config_hash = run_fingerprint(
@@ -396,6 +427,11 @@ def _write(out, st, settings, stages, stage_objs, attrs, device, wall, skipped=(
         "stage_margins": {"stages": list(stages)},
         "stage_time_s": {"stages": list(stages)},
         "stage_samples": {"stages": list(stages)},
+        "stage_status": {
+            "stages": list(stages),
+            "mapping": {**STATUS_MAPPING, "not_seen": NOT_SEEN},
+            "note": "each stage's own verdict on each sample it saw (unknown: ran without deciding)",
+        },
         "status": {"mapping": STATUS_MAPPING},
         "decided_by": {"stages": list(stages), "note": "index into stages; -1: clean check or undecided"},
     }

@@ -30,6 +30,7 @@ def provenance_attrs(fmt: str) -> dict:
 
     from ctbench import __version__
     from ctbench.modelfile import provenance
+    from ctbench.threads import thread_info
 
     prov = provenance()
     return {
@@ -39,6 +40,8 @@ def provenance_attrs(fmt: str) -> dict:
         "git_commit": prov.get("git_commit") or "",
         "created_utc": prov["created_utc"],
         "hardware": prov["hardware"],
+        "threads": int(torch.get_num_threads()),  # what this process's torch used
+        "threads_source": thread_info()["source"],
     }
 
 

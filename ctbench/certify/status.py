@@ -35,6 +35,9 @@ class Status(enum.IntEnum):
         return self.name.startswith("CERTIFIED")
 
 
+#: ``stage_status`` value of a stage that never saw the sample (decided before it, or beyond a limit).
+NOT_SEEN = 255
+
 #: name → value, as stored in the files.
 STATUS_MAPPING: dict[str, int] = {s.label: int(s) for s in Status}
 CERTIFIED_VALUES: tuple[int, ...] = tuple(int(s) for s in Status if s.certified)

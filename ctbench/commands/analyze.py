@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ctbench.analysis import ANALYSES, get, load
 from ctbench.errors import CTBenchError
+from ctbench.threads import add_threads_argument
 
 
 def _listing() -> str:
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=f"{__doc__}\nAnalyses:\n{_listing()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_threads_argument(p)
     p.add_argument("name", metavar="NAME", help="analysis (listed above)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="the analysis' options (NAME --help lists them)")
     p.set_defaults(func=_run)

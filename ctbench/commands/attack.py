@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ctbench.commands._evaluation import add_evaluation_args
 from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.threads import add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
     p.add_argument("--batch", type=int, default=256)
     add_fingerprint_args(p)
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 

@@ -7,20 +7,23 @@ from pathlib import Path
 
 from ctbench.commands._evaluation import add_evaluation_args
 from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.threads import add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "certify",
-        help="certify a model: IBP → CROWN-IBP → CROWN → alpha-CROWN → PGD → BaB → MILP",
+        help="certify a model: IBP → CROWN-IBP → CROWN → alpha-CROWN → PGD → BaB",
         description=__doc__,
     )
     add_evaluation_args(p, "certify.h5")
     p.add_argument(
         "--stages",
-        default="IBP,CROWN-IBP,CROWN,alpha-CROWN,PGD,BaB,MILP",
-        help="comma-separated cascade (default: %(default)s); the external verifiers abCROWN "
-        "(alpha-beta-CROWN, found via $CTBENCH_ABCROWN) and Marabou are used only if available",
+        default="paper",
+        help="comma-separated cascade, or a preset: paper = IBP,CROWN-IBP,CROWN,alpha-CROWN,PGD,BaB (default); "
+        "exact = IBP,CROWN,PGD,MILP (small networks: MILP decides every sample); abcrown = the paper's with "
+        "alpha-beta-CROWN (found via $CTBENCH_ABCROWN) instead of BaB. The external verifiers abCROWN and "
+        "Marabou are used only if available",
     )
     p.add_argument(
         "--abcrown-config",
@@ -39,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pgd-steps", type=int, default=200, help="PGD steps (default 200)")
     p.add_argument("--pgd-restarts", type=int, default=5, help="PGD restarts (default 5)")
+    p.add_argument("--pgd-loss", choices=("margin", "ce"), default="margin",
+                   help="the falsifier's loss: margin (default) or ce (the original code's cross-entropy)")
+    p.add_argument("--pgd-targets", type=int, default=3,
+                   help="runner-up classes the falsifier's restarts target in turn (default 3; 0: untargeted)")
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
     p.add_argument("--bab-batch", type=int, default=64, help="subdomains bounded per BaB call (default 64)")
     p.add_argument(
@@ -54,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="bound decisions with 0 < margin <= this are re-checked in float64 (default 0.01)",
     )
     add_fingerprint_args(p)
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 
@@ -78,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         pgd_steps=args.pgd_steps,
         pgd_restarts=args.pgd_restarts,
+        pgd_loss=args.pgd_loss,
+        pgd_targets=args.pgd_targets,
         alpha_iterations=args.alpha_iterations,
         bab_batch=args.bab_batch,
         bab_beta=args.bab_beta,

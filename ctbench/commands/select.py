@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.threads import add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("candidates", type=Path, help="train/candidates.pt written by `ctbench train`")
     p.add_argument("--out", type=Path, required=True, help="model file to write (model.pt)")
     add_fingerprint_args(p)
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from ctbench.errors import CTBenchError
+from ctbench.threads import add_threads_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stop after this many completed epochs (checkpoint kept; re-run to resume)",
     )
+    add_threads_argument(p)
     p.add_argument("--max-steps", type=int, default=None, help="cap the steps per epoch (quick runs, tests)")
     p.add_argument("--subset", type=int, default=None, help="use only the first N train and test samples")
     p.add_argument("--no-select", dest="select", action="store_false",

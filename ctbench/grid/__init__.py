@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 CELL_FORMAT = "ctbench-cell/1"
 STAGES = ("train", "select", "certify", "attack", "summarize")
 DEFAULT_CERTIFY = {"stages": ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB"], "timeout": 1000,
-                   "n": None, "batch": 256, "abcrown_config": None, "complete_samples": {"pgd": 10, "edac": 10}}
+                   "n": None, "batch": 256, "abcrown_config": None, "complete_samples": {"pgd": 10, "edac": 10},
+                   "falsifier": {"loss": "margin", "targets": 3, "steps": 200, "restarts": 5}}
 DEFAULT_ATTACK = {"steps": 200, "restarts": 5, "autoattack_methods": ["standard", "pgd", "edac"]}
 #: Per-model analyses (run on Table 1's cells) and cross-cell analyses (ctbench.analysis).
 MODEL_ANALYSES = _analysis.MODEL_ANALYSES
@@ -166,8 +167,9 @@ class Grid:
         c = {**DEFAULT_CERTIFY, **(self.config.get("certify") or {})}
         complete = {"BaB", "MILP", "abCROWN", "Marabou"} & set(c["stages"])
         limit = (c.get("complete_samples") or {}).get(cell.method) if complete else None
+        falsifier = {**DEFAULT_CERTIFY["falsifier"], **(c.get("falsifier") or {})}
         return {"stages": list(c["stages"]), "timeout": c["timeout"], "n": c["n"], "batch": c["batch"],
-                "abcrown_config": c.get("abcrown_config"), "complete_limit": limit}
+                "abcrown_config": c.get("abcrown_config"), "complete_limit": limit, "falsifier": falsifier}
 
     def attack_settings(self, cell: Cell) -> dict:
         a = {**DEFAULT_ATTACK, **(self.config.get("attack") or {})}

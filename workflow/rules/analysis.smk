@@ -10,6 +10,7 @@ rule analyze_model:
     retries: 1
     conda:
         "../envs/ctbench.yaml"
+    threads: THREADS["analyze_model"]
     resources:
         runtime=runtime("attack"),
         mem_mb=mem_mb,
@@ -20,7 +21,7 @@ rule analyze_model:
         fingerprint=analysis_fingerprint,
         expect=expect("select"),
     shell:
-        "ctbench analyze {wildcards.analysis} --model {input.model} {params.settings} --data-root {params.root}"
+        "ctbench analyze --threads {threads} {wildcards.analysis} --model {input.model} {params.settings} --data-root {params.root}"
         " --device auto --fingerprint {params.fingerprint} {params.expect} --out {output.table} > {log} 2>&1"
 
 
@@ -56,6 +57,7 @@ rule certify_verifier:
     retries: 2
     conda:
         "../envs/ctbench.yaml"
+    threads: THREADS["certify_verifier"]
     resources:
         runtime=runtime("certify"),
         mem_mb=mem_mb,
@@ -67,7 +69,7 @@ rule certify_verifier:
         fingerprint=verifier_fingerprint,
         expect=expect("select"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --model {input.model} --eps {params.eps} {params.settings}"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
         " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
         " --out {output.h5} > {log} 2>&1"
 
@@ -96,5 +98,5 @@ rule analyze_grid:
     params:
         args=grid_analysis_args,
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench analyze {wildcards.grid_analysis} {params.args}"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench analyze --threads {threads} {wildcards.grid_analysis} {params.args}"
         " --out-dir results/analysis > {log} 2>&1"

@@ -45,6 +45,11 @@ RUNTIME_MIN = {
     "certify": {"mnist": 1440, "mnist_mini": 60, "cifar10": 2880, "tinyimagenet": 2880},
     "attack": {"mnist": 120, "mnist_mini": 30, "cifar10": 240, "tinyimagenet": 360},
 }
+# CPU threads of the compute rules. Locally Snakemake caps them at --cores; on SLURM they become
+# --cpus-per-task (the SLURM profile sets no cpus_per_task, so the two cannot disagree; change them with
+# `set-threads:` in a profile). Every job passes `--threads {threads}` to ctbench (ctbench/threads.py), so
+# torch uses exactly the CPUs the job was given instead of every core of a shared node.
+THREADS = {"train": 8, "certify": 8, "attack": 4, "analyze_model": 4, "certify_verifier": 8}
 MEM_MB = {"mnist": 16000, "mnist_mini": 4000, "cifar10": 32000, "tinyimagenet": 64000}
 
 
@@ -119,6 +124,9 @@ def certify_args(wildcards):
     s = GRID.certify_settings(cell(wildcards))
     args = ["--stages", ",".join(s["stages"]), "--timeout", str(s["timeout"])]
     args += ["--batch", str(s["batch"])]
+    f = s["falsifier"]
+    args += ["--pgd-loss", f["loss"], "--pgd-targets", str(f["targets"])]
+    args += ["--pgd-steps", str(f["steps"]), "--pgd-restarts", str(f["restarts"])]
     if s["n"]:
         args += ["--n", str(s["n"])]
     if s["complete_limit"] is not None:

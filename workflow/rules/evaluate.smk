@@ -11,6 +11,7 @@ rule certify:
     retries: 2
     conda:
         "../envs/ctbench.yaml"
+    threads: THREADS["certify"]
     resources:
         runtime=runtime("certify"),
         mem_mb=mem_mb,
@@ -22,7 +23,7 @@ rule certify:
         fingerprint=fingerprint("certify"),
         expect=expect("select"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --model {input.model} --eps {params.eps} {params.settings}"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
         " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
         " --out {output.h5} > {log} 2>&1"
 
@@ -40,6 +41,7 @@ rule attack:
     retries: 2
     conda:
         "../envs/ctbench.yaml"
+    threads: THREADS["attack"]
     resources:
         runtime=runtime("attack"),
         mem_mb=mem_mb,
@@ -51,7 +53,7 @@ rule attack:
         fingerprint=fingerprint("attack"),
         expect=expect("select", "certify"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --model {input.model} --eps {params.eps} {params.settings}"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
         " --certificates {input.certificates} --data-root {params.root} --device auto"
         " --fingerprint {params.fingerprint} {params.expect} --out {output.h5} > {log} 2>&1"
 

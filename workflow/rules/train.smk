@@ -23,6 +23,7 @@ rule train:
     retries: 2
     conda:
         "../envs/ctbench.yaml"
+    threads: THREADS["train"]
     resources:
         runtime=runtime("train"),
         mem_mb=mem_mb,
@@ -32,7 +33,7 @@ rule train:
         root=data_root,
         cell=cell_dir,
     shell:
-        "ctbench train --cell {input.cell} --data-root {params.root} --device auto"
+        "ctbench train --cell {input.cell} --threads {threads} --data-root {params.root} --device auto"
         " --no-select --on-config-change restart --out {params.cell} > {log} 2>&1"
 
 
@@ -49,5 +50,5 @@ rule select:
         fingerprint=fingerprint("select"),
         expect=expect("train"),
     shell:
-        "ctbench select {input.candidates} --fingerprint {params.fingerprint} {params.expect}"
+        "ctbench select {input.candidates} --threads {threads} --fingerprint {params.fingerprint} {params.expect}"
         " --out {output.model} > {log} 2>&1"
