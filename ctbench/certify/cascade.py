@@ -10,9 +10,10 @@ domain limit) hands the rest to the next complete stage. BaB and MILP run one sa
 external verifier with a batch mode (alpha-beta-CROWN) gets all of the batch's samples in one call,
 each with its own remaining budget. A stage only ever decides undecided samples; a decided sample is
 never touched again. Undecided samples at the end are ``unknown``. Every stage's own verdict on every
-sample it saw is kept (``stage_status``), so a later stage's disagreement is never lost. With ``complete_limit`` N only the first N
-samples may reach the sample stages (paper Table 1, †: PGD and EDAC models are complete-verified on the
-first 10 test samples only); the limit is recorded in the file's ``settings``.
+sample it saw is kept (``stage_status``), so a later stage's disagreement is never lost. With
+``complete_limit`` N only the first N samples may reach the complete stages (paper Table 1, †: PGD and
+EDAC models are complete-verified on the first 10 test samples only); the limit is recorded in the
+file's ``settings``.
 
 Resume: the state (all per-sample vectors, how many batches passed the batch stages, which samples
 each complete stage has seen) is written atomically to ``<out>.partial.npz`` after every batch and after
