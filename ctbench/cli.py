@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from ctbench import __version__
-from ctbench.errors import CTBenchError
+from ctbench.errors import CTBenchError, Terminated
 from ctbench.logs import setup_logging
 
 #: Subcommand modules under ``ctbench.commands``, in the order ``--help`` lists them.
@@ -43,7 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind (kill children, remove temp files), then exit
+        try:
+            previous[sig] = signal.signal(sig, _raise_terminated)
+        except ValueError:  # not the main thread (main() called from a library's thread)
+            pass
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
@@ -59,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctbench: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"ctbench: {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def tiny_dataset(model, n: int, seed: int):
 
 
 def _run(model, data, stages, tmp_path, name, eps=0.08, **kw):
-    s = CertifySettings(eps=eps, eps_str=str(eps), stages=stages, timeout=60, **kw)
+    s = CertifySettings(eps=eps, eps_str=str(eps), stages=stages, **{"timeout": 60, **kw})
     out = tmp_path / f"{name}.h5"
     counts = certify_model(model, data, range(len(data)), s, out, num_classes=CLASSES)
     data, attrs = read_h5(out)
@@ -323,13 +323,19 @@ def test_abcrown_base_config_must_be_a_mapping(tmp_path):
 
 
 def test_abcrown_config_merges_the_user_base_under_the_generated_keys(tmp_path):
-    base = {"solver": {"batch_size": 8}, "bab": {"timeout": 5, "branching": {"method": "fsb"}}}
-    cfg = abcrown_config("m.onnx", "q.vnnlib", (1, 28, 28), tmp_path, 300.0, "cuda", base)
+    base = {"solver": {"batch_size": 8}, "bab": {"timeout": 5, "branching": {"method": "fsb"}},
+            "specification": {"vnnlib_path": "x.vnnlib"}, "model": {"cache_onnx_conversion": True}}
+    cfg = abcrown_config(tmp_path / "rows.csv", 7, (1, 28, 28), tmp_path, "cuda", base)
     assert cfg["solver"] == {"batch_size": 8}
-    assert cfg["bab"] == {"timeout": 300.0, "branching": {"method": "fsb"}}
-    assert cfg["model"] == {"onnx_path": "m.onnx", "input_shape": [-1, 1, 28, 28]}
+    assert cfg["bab"] == {"timeout": 5, "branching": {"method": "fsb"}}  # the CSV's third column wins per row
+    # CSV mode (a vnnlib_path would silently switch it off), one conversion check per row (no cache)
+    assert cfg["specification"] == {"vnnlib_path": None}
+    assert cfg["model"] == {"onnx_path": None, "input_shape": [-1, 1, 28, 28], "cache_onnx_conversion": False}
+    assert cfg["general"]["csv_name"] == "rows.csv" and cfg["general"]["root_path"] == str(tmp_path)
+    assert cfg["data"] == {"start": 0, "end": 7}
     assert cfg["general"]["device"] == "cuda" and cfg["general"]["save_adv_example"] is True
-    assert base["bab"]["timeout"] == 5  # the user's mapping is not modified
+    assert "abcrown_adv_saver.py" in cfg["attack"]["adv_saver"]
+    assert base["bab"]["timeout"] == 5 and base["specification"]["vnnlib_path"] == "x.vnnlib"  # not modified
 
 
 def test_locate_abcrown(monkeypatch, tmp_path):
@@ -387,12 +393,16 @@ def test_real_abcrown_agrees_with_milp(tmp_path):
     assert np.array_equal(st_ext == int(Status.FALSIFIED), st_milp == int(Status.FALSIFIED))
 
 
-@pytest.mark.parametrize("name", ["default", "tinyimagenet"])
+@pytest.mark.parametrize("name", ["cpu", "gpu", "tinyimagenet"])
 def test_shipped_abcrown_configs_merge_without_touching_the_generated_keys(name, tmp_path):
-    from ctbench.certify.external import load_base_config
+    from ctbench.certify.external import BUILTIN_BASE, load_base_config
 
     base = load_base_config(str(Path(__file__).parents[1] / "config" / "abcrown" / f"{name}.yaml"))
-    cfg = abcrown_config("m.onnx", "q.vnnlib", (3, 64, 64), tmp_path, 1000.0, "cuda", base)
-    assert cfg["solver"]["alpha-crown"]["iteration"] == (40 if name == "tinyimagenet" else 100)
-    assert cfg["bab"] == {"branching": {"method": "kfsb"}, "timeout": 1000.0}
-    assert cfg["attack"]["pgd_restarts"] == 30 and cfg["attack"]["cex_path"].endswith("abcrown_cex.txt")
+    if name in ("cpu", "gpu"):  # the files spell out what ctbench uses without --abcrown-config
+        assert base == BUILTIN_BASE["cuda" if name == "gpu" else "cpu"]
+    cfg = abcrown_config(tmp_path / "rows.csv", 3, (3, 64, 64), tmp_path, "cuda", base)
+    assert cfg["solver"]["alpha-crown"]["iteration"] == {"cpu": 20, "gpu": 100, "tinyimagenet": 40}[name]
+    assert cfg["bab"] == {"branching": {"method": "kfsb"}}
+    # alpha-beta-CROWN's own attack is never the original's unbounded 30 x 100 before everything
+    assert cfg["attack"]["pgd_order"] in ("after", "middle") and cfg["attack"].get("pgd_restarts", 0) <= 10
+    assert cfg["attack"]["cex_path"].endswith("abcrown_cex.txt")

@@ -249,21 +249,24 @@ def certify_model(
     t_start = time.perf_counter()
     B = settings.batch_size
     n_batches = math.ceil(len(indices) / B)
-    bar = progress(total=len(indices), unit="sample", desc=f"certify {out.name}")
-    for b in range(n_batches):
-        sl = slice(b * B, min((b + 1) * B, len(indices)))
-        x, y = _load(dataset, indices[sl], device)
-        batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
-        if b >= st.batches_done:
-            _batch_stages(ctx, st, sl, batch, stage_objs, b)
-            st.batches_done = b + 1
-            st.save(spath, fingerprint)
-            if hook:
-                hook("batch", {"batch": b, "n_batches": n_batches})
-        _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
-        bar.update(sl.stop - sl.start)
-        bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()), refresh=False)
-    bar.close()
+    try:
+        bar = progress(total=len(indices), unit="sample", desc=f"certify {out.name}")
+        for b in range(n_batches):
+            sl = slice(b * B, min((b + 1) * B, len(indices)))
+            x, y = _load(dataset, indices[sl], device)
+            batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
+            if b >= st.batches_done:
+                _batch_stages(ctx, st, sl, batch, stage_objs, b)
+                st.batches_done = b + 1
+                st.save(spath, fingerprint)
+                if hook:
+                    hook("batch", {"batch": b, "n_batches": n_batches})
+            _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
+            bar.update(sl.stop - sl.start)
+            bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()), refresh=False)
+        bar.close()
+    finally:
+        ctx.close()  # an external verifier's workspace, on every way out (SIGTERM included)
     wall = time.perf_counter() - t_start
     _write(out, st, settings, stages, stage_objs, attrs, device, wall, missing)
     spath.unlink(missing_ok=True)

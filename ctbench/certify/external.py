@@ -5,16 +5,22 @@ name       how it is found and run
 =========  =====================================================================================
 abCROWN    alpha-beta-CROWN (Wang et al. 2021; the verifier the original CTBench code uses now).
            Not on PyPI: point ``CTBENCH_ABCROWN`` at its ``complete_verifier/abcrown.py`` (or that
-           folder), or make ``abcrown`` / ``complete_verifier`` importable. Run as a subprocess,
-           ``python abcrown.py --config <generated yaml>``, one sample per call, with the ONNX
-           model, the sample's VNNLIB file, ``bab.timeout`` = the sample's remaining budget, and
-           ``general.results_file`` / ``attack.cex_path`` read back afterwards.
+           folder), or make ``abcrown`` / ``complete_verifier`` importable;
            ``CTBENCH_ABCROWN_PYTHON`` picks its interpreter (it usually lives in its own
-           environment); the ``abcrown_config`` setting names a YAML file merged under the
-           generated keys (solver batch sizes, branching, …).
-Marabou    Marabou (Wu et al. 2024) from PyPI (``maraboupy``), in this process. SMT/simplex based:
-           exact enough for small networks, far too slow for CNN7 — useful as an independent
-           complete verifier to cross-check BaB and MILP.
+           environment). **One process per call for many samples**, through its CSV batch mode: a
+           CSV of ``onnx, vnnlib, timeout`` rows (each sample's remaining budget), results read back
+           from its per-row results pickle, counterexamples kept per row by our ``adv_saver`` plugin
+           (``abcrown_adv_saver.py``; its stock saver overwrites one file). Its run is confined
+           (``process.py``): own process group, killed with ours on any exit, the whole batch
+           stopped at the sum of the budgets + ``ABCROWN_GRACE_S``.
+           Its ONNX → PyTorch conversion check only *prints* "Model might not be converted correctly"
+           and goes on to verify the wrong model: that line (or "Not able to check model's conversion
+           correctness") stops the run and fails the certification with an error — never a
+           certificate. ``abcrown_config`` (a YAML) is merged under the generated keys; without one,
+           :data:`BUILTIN_BASE` for the device (the same as ``config/abcrown/{cpu,gpu}.yaml``).
+Marabou    Marabou (Wu et al. 2024) from PyPI (``maraboupy``), in this process, one sample at a
+           time. SMT/simplex based: exact enough for small networks, far too slow for CNN7 — useful
+           as an independent complete verifier to cross-check BaB and MILP.
 =========  =====================================================================================
 
 Both answer ``unsat`` (→ certified by that stage), ``sat`` with a counterexample (→ falsified only
@@ -29,7 +35,8 @@ import contextlib
 import importlib.util
 import logging
 import os
-import subprocess
+import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -40,29 +47,52 @@ import numpy as np
 import yaml
 
 from ctbench.certify import vnncomp
+from ctbench.certify.process import run_in_group
 from ctbench.errors import CTBenchError
 from ctbench.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-#: Seconds an abCROWN subprocess may run past its ``bab.timeout`` (start-up, model load) before it is killed.
+#: Seconds an abCROWN batch may run past the sum of its rows' budgets (start-up, model loading, BaB's
+#: overshoot of a round) before it is killed; rows it did not finish are timeouts.
 ABCROWN_GRACE_S = 120.0
+#: Lines of alpha-beta-CROWN's log that make its answers worthless (its ONNX conversion check).
+CONVERSION_ALARMS = ("Model might not be converted correctly", "Not able to check model's conversion correctness")
+#: alpha-beta-CROWN settings used when no ``abcrown_config`` is given; ``config/abcrown/cpu.yaml`` and
+#: ``gpu.yaml`` spell out the same, with comments (a test keeps them equal). Its own PGD runs before
+#: verification and cannot be interrupted: on the CPU a short one only where alpha-CROWN fails ("after"),
+#: on a GPU a short one in the "middle" position (after CROWN fails, before alpha-CROWN); never the
+#: original's 30 x 100 before everything. Its time is charged to the row's budget.
+BUILTIN_BASE = {
+    "cpu": {
+        "solver": {"alpha-crown": {"iteration": 20}},
+        "bab": {"branching": {"method": "kfsb"}},
+        "attack": {"pgd_order": "after", "pgd_steps": 50, "pgd_restarts": 5},
+    },
+    "cuda": {
+        "solver": {"alpha-crown": {"iteration": 100}},
+        "bab": {"branching": {"method": "kfsb"}},
+        "attack": {"pgd_order": "middle", "pgd_steps": 50, "pgd_restarts": 10},
+    },
+}
 
 
 @dataclass
 class ExternalAnswer:
-    """One verifier call. ``z``: flat counterexample in the exported network's input space, or None."""
+    """One verifier answer. ``z``: flat counterexample in the exported network's input space, or None."""
 
     verdict: str  # one of vnncomp.VERDICTS
     z: np.ndarray | None = None
     detail: str = ""
+    seconds: float = 0.0  #: the verifier's own time for this sample (batch mode: its row)
 
 
 @dataclass(frozen=True)
 class ExternalVerifier:
     name: str
     available: object  # () -> bool
-    #: ``run(onnx, vnnlib, input_shape, workdir, timeout_s, settings, device) -> ExternalAnswer``
+    #: ``run(onnx, [(vnnlib, budget_s)], input_shape, workdir, settings, device) -> [ExternalAnswer]``; a
+    #: verifier without a batch mode answers one query after the other, each within its own budget
     run: object
 
 
@@ -105,19 +135,25 @@ def abcrown_available() -> bool:
     return locate_abcrown() is not None
 
 
-def abcrown_config(onnx, vnnlib, input_shape, workdir: Path, timeout_s: float, device: str, base: dict) -> dict:
-    """The generated alpha-beta-CROWN configuration (``base`` merged under it, ours wins)."""
+SAVER = Path(__file__).with_name("abcrown_adv_saver.py")
+
+
+def abcrown_config(csv: Path, n_rows: int, input_shape, workdir: Path, device: str, base: dict) -> dict:
+    """The generated alpha-beta-CROWN configuration of a CSV batch (``base`` merged under it, ours wins)."""
     ours = {
         "general": {
             "device": device,
-            "results_file": str(workdir / "abcrown_result.txt"),
+            "root_path": str(workdir),
+            "csv_name": csv.name,
+            "results_file": str(workdir / "abcrown_results.pkl"),
             "save_adv_example": True,
             "complete_verifier": "bab",
         },
-        "model": {"onnx_path": str(onnx), "input_shape": [-1, *map(int, input_shape)]},
-        "specification": {"vnnlib_path": str(vnnlib)},
-        "attack": {"cex_path": str(workdir / "abcrown_cex.txt")},
-        "bab": {"timeout": float(timeout_s)},
+        # the conversion check must run on every row: no conversion cache
+        "model": {"onnx_path": None, "input_shape": [-1, *map(int, input_shape)], "cache_onnx_conversion": False},
+        "specification": {"vnnlib_path": None},  # a vnnlib_path would switch the CSV mode off
+        "data": {"start": 0, "end": int(n_rows)},  # results[k] is CSV row k
+        "attack": {"cex_path": str(workdir / "abcrown_cex.txt"), "adv_saver": f'Customized("{SAVER}", "save")'},
     }
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in ours.items():
@@ -141,39 +177,87 @@ def load_base_config(path: str) -> dict:
     return base
 
 
-def _run_abcrown(onnx, vnnlib, input_shape, workdir: Path, timeout_s: float, settings, device: str) -> ExternalAnswer:
+def conversion_alarm(text: str) -> str | None:
+    """The first line of alpha-beta-CROWN's log that says its ONNX conversion is not to be trusted."""
+    for line in text.splitlines():
+        if any(a in line for a in CONVERSION_ALARMS):
+            return line.strip()
+    return None
+
+
+def _read_results(path: Path) -> list:
+    """``results`` of alpha-beta-CROWN's CSV-mode pickle: ``[[status, seconds], ...]`` per finished row."""
+    if not path.is_file():
+        return []
+    try:
+        import torch  # noqa: F401 - its pickle holds torch tensors (bab_ret)
+
+        with open(path, "rb") as f:
+            return list(pickle.load(f).get("results") or [])
+    except Exception as e:  # a pickle cut short by a kill: the rows are lost, not wrong
+        logger.warning("cannot read alpha-beta-CROWN's results %s: %s", path, e)
+        return []
+
+
+def _row_answer(row: list, cex: Path, n: int) -> ExternalAnswer:
+    status, seconds = str(row[0]), float(row[1])
+    late = status.endswith("(timed out)")  # it answered after the budget: the budget decides
+    verdict = "timeout" if late else vnncomp.parse_answer(status.split()[0] if status.split() else "")[0]
+    z = None
+    if verdict == "sat" and cex.is_file():
+        _, values = vnncomp.parse_answer("sat\n" + cex.read_text(errors="replace"))
+        z = vnncomp.assignment_vector(values["X"], n)
+    return ExternalAnswer(verdict, z, detail=status, seconds=seconds)
+
+
+def _run_abcrown(onnx, queries, input_shape, workdir: Path, settings, device: str) -> list[ExternalAnswer]:
+    """All queries ``[(vnnlib, budget_s)]`` in one alpha-beta-CROWN process (its CSV batch mode)."""
     script = locate_abcrown()
     if script is None:
         raise CTBenchError("alpha-beta-CROWN not found (set CTBENCH_ABCROWN to its abcrown.py)")
-    base = load_base_config(getattr(settings, "abcrown_config", ""))
-    cfg = abcrown_config(onnx, vnnlib, input_shape, workdir, timeout_s, device, base)
-    result, cex = Path(cfg["general"]["results_file"]), Path(cfg["attack"]["cex_path"])
-    for f in (result, cex):
-        f.unlink(missing_ok=True)
+    path = getattr(settings, "abcrown_config", "")
+    base = load_base_config(path) if path else BUILTIN_BASE["cuda" if device == "cuda" else "cpu"]
+    csv = workdir / "abcrown_instances.csv"
+    csv.write_text("".join(f"{onnx},{vnnlib},{budget:.3f}\n" for vnnlib, budget in queries))
+    cfg = abcrown_config(csv, len(queries), input_shape, workdir, device, base)
+    results, cex = Path(cfg["general"]["results_file"]), Path(cfg["attack"]["cex_path"])
+    for k in range(len(queries)):
+        _row_cex(cex, k).unlink(missing_ok=True)
+    results.unlink(missing_ok=True)
     cfg_path = workdir / "abcrown_config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     python = os.environ.get("CTBENCH_ABCROWN_PYTHON") or sys.executable
     cmd = [python, str(script), "--config", str(cfg_path)]
     log = workdir / "abcrown.log"
+    limit = sum(b for _, b in queries) + ABCROWN_GRACE_S
     try:
-        with open(log, "wb") as out:
-            proc = subprocess.run(
-                cmd, cwd=script.parent, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s + ABCROWN_GRACE_S
-            )
-    except subprocess.TimeoutExpired:
-        return ExternalAnswer("timeout", detail="alpha-beta-CROWN exceeded its budget and was killed")
+        run = run_in_group(cmd, cwd=script.parent, log=log, timeout_s=limit, watch=conversion_alarm)
     except OSError as e:
         raise CTBenchError(f"cannot run alpha-beta-CROWN ({' '.join(cmd)}): {e}") from None
-    if not result.is_file():
-        tail = log.read_text(errors="replace")[-2000:]
-        logger.warning("alpha-beta-CROWN wrote no result (exit %s); log tail:\n%s", proc.returncode, tail)
-        return ExternalAnswer("error", detail=f"exit {proc.returncode}, no results file")
-    text = result.read_text(errors="replace")
-    verdict, values = vnncomp.parse_answer(text)
-    if verdict == "sat" and not values["X"] and cex.is_file():
-        _, values = vnncomp.parse_answer("sat\n" + cex.read_text(errors="replace"))
+    if run.reason not in ("exit", "timeout"):  # the conversion alarm
+        raise CTBenchError(
+            f"alpha-beta-CROWN's ONNX conversion is not to be trusted ({run.reason!r}); "
+            "no certificate from it is used and this certification fails"
+        )
+    rows = _read_results(results)
     n = int(np.prod(input_shape))
-    return ExternalAnswer(verdict, vnncomp.assignment_vector(values["X"], n) if verdict == "sat" else None)
+    answers = [_row_answer(row, _row_cex(cex, k), n) for k, row in enumerate(rows[: len(queries)])]
+    if len(answers) < len(queries):
+        if run.reason == "timeout":
+            why, verdict = "the batch exceeded the sum of its budgets and was killed", "timeout"
+        else:
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            logger.warning("alpha-beta-CROWN finished %d of %d rows (exit %s); log tail:\n%s",
+                           len(answers), len(queries), run.returncode, tail)  # fmt: skip
+            why, verdict = f"exit {run.returncode} before this row", "error"
+        answers += [ExternalAnswer(verdict, detail=why) for _ in range(len(queries) - len(answers))]
+    logger.info("alpha-beta-CROWN: %d samples in one process, %.1f s", len(queries), run.seconds)
+    return answers
+
+
+def _row_cex(cex: Path, k: int) -> Path:
+    """Where ``abcrown_adv_saver.py`` keeps row k's counterexample."""
+    return cex.with_name(f"{cex.stem}_{k}{cex.suffix}")
 
 
 _register(ExternalVerifier("abCROWN", abcrown_available, _run_abcrown))
@@ -218,10 +302,10 @@ def _marabou_network(onnx: Path):
     return _MARABOU_NETWORKS[key]
 
 
-def _run_marabou(onnx, vnnlib, input_shape, workdir, timeout_s: float, settings, device) -> ExternalAnswer:
-    net = _marabou_network(Path(onnx))  # imports maraboupy quietly
+def _marabou_one(net, vnnlib, timeout_s: float) -> ExternalAnswer:
     from maraboupy import Marabou
 
+    t0 = time.perf_counter()
     options = Marabou.createOptions(verbosity=0, timeoutInSeconds=max(1, int(timeout_s)))
     with _quiet_stdout():
         exit_code, vals, _ = net.solve(propertyFilename=str(vnnlib), options=options, verbose=False)
@@ -229,7 +313,15 @@ def _run_marabou(onnx, vnnlib, input_shape, workdir, timeout_s: float, settings,
     z = None
     if verdict == "sat":
         z = np.array([vals[int(v)] for v in np.asarray(net.inputVars[0]).flatten()], dtype=np.float64)
-    return ExternalAnswer(verdict, z, detail=str(exit_code))
+    return ExternalAnswer(verdict, z, detail=str(exit_code), seconds=time.perf_counter() - t0)
+
+
+def _run_marabou(onnx, queries, input_shape, workdir, settings, device) -> list[ExternalAnswer]:
+    net = _marabou_network(Path(onnx))  # imports maraboupy quietly
+    return [
+        _marabou_one(net, vnnlib, budget) if budget >= 1.0 else ExternalAnswer("timeout", detail="no time left")
+        for vnnlib, budget in queries
+    ]
 
 
 _register(ExternalVerifier("Marabou", marabou_available, _run_marabou))
@@ -238,40 +330,91 @@ _register(ExternalVerifier("Marabou", marabou_available, _run_marabou))
 # -- the model's files, shared by all samples of one run -------------------------------------------
 
 
+WORKSPACE_PREFIX = "ctbench-vnncomp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_workspaces(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the workspaces of dead ctbench processes (a SIGKILLed run cannot clean up after itself)."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for d in root.glob(f"{WORKSPACE_PREFIX}*-*"):
+        pid = d.name[len(WORKSPACE_PREFIX) :].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 class Workspace:
-    """A temporary folder with the exported ONNX model; one per certification run (and Context)."""
+    """A temporary folder with the exported ONNX model; one per certification run (and Context).
+
+    Named ``ctbench-vnncomp-<pid>-*`` under the temporary directory and removed by :meth:`close`
+    (the cascade calls it on every way out, SIGTERM included); folders of dead processes are removed
+    when the next one is made."""
 
     def __init__(self, model, input_shape: tuple[int, ...]):
-        self._tmp = tempfile.TemporaryDirectory(prefix="ctbench-vnncomp-")
-        self.dir = Path(self._tmp.name)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.norm, _ = vnncomp.split_normalization(model)
-        self.onnx = vnncomp.export_onnx(model, self.input_shape, self.dir / "model.onnx")
+        remove_stale_workspaces()
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
+        try:
+            self.input_shape = tuple(int(s) for s in input_shape)
+            self.norm, _ = vnncomp.split_normalization(model)
+            self.onnx = vnncomp.export_onnx(model, self.input_shape, self.dir / "model.onnx")
+        except BaseException:
+            self.close()
+            raise
 
     def vnnlib(self, lower64, upper64, label: int, num_classes: int, tag: str) -> Path:
         lo, hi = vnncomp.normalized_box(self.norm, lower64, upper64)
         return vnncomp.write_vnnlib(self.dir / f"{tag}.vnnlib", lo, hi, label, num_classes)
 
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
-def verify_one(
-    name: str,
-    workspace: Workspace,
-    lower64,
-    upper64,
-    label: int,
-    num_classes: int,
-    *,
-    deadline: float,
-    settings=None,
-    device: str = "cpu",
-) -> ExternalAnswer:
-    """Ask verifier ``name`` about one sample's box (pixel space, (1, *in) float64) and label."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def verify_many(name: str, workspace: Workspace, boxes, labels, budgets, num_classes: int, *, settings=None,
+                device: str = "cpu") -> list[ExternalAnswer]:
+    """Ask verifier ``name`` about many samples in one call: ``boxes`` = [(lower64, upper64)] in pixel
+    space ((1, *in) float64 each), ``labels``, ``budgets`` (seconds each). A sample with under a second
+    left is a timeout without asking."""
     verifier = EXTERNAL_VERIFIERS.get(name)
-    remaining = deadline - time.monotonic()
-    if remaining < 1.0:
-        return ExternalAnswer("timeout", detail="no time left")
-    path = workspace.vnnlib(lower64, upper64, label, num_classes, tag=f"{name}_query")
+    answers: list[ExternalAnswer | None] = [None] * len(labels)
+    queries, rows = [], []
+    for k, ((lo, hi), label, budget) in enumerate(zip(boxes, labels, budgets, strict=True)):
+        if budget < 1.0:
+            answers[k] = ExternalAnswer("timeout", detail="no time left")
+            continue
+        queries.append((workspace.vnnlib(lo, hi, int(label), num_classes, tag=f"{name}_q{k}"), float(budget)))
+        rows.append(k)
     try:
-        return verifier.run(workspace.onnx, path, workspace.input_shape, workspace.dir, remaining, settings, device)
+        if queries:
+            got = verifier.run(workspace.onnx, queries, workspace.input_shape, workspace.dir, settings, device)
+            for k, ans in zip(rows, got, strict=True):
+                answers[k] = ans
     finally:
-        path.unlink(missing_ok=True)
+        for path, _ in queries:
+            path.unlink(missing_ok=True)
+    return answers
+
+
+def verify_one(name: str, workspace: Workspace, lower64, upper64, label: int, num_classes: int, *,
+               deadline: float, settings=None, device: str = "cpu") -> ExternalAnswer:
+    """Ask verifier ``name`` about one sample's box (pixel space, (1, *in) float64) and label."""
+    budget = deadline - time.monotonic()
+    return verify_many(name, workspace, [(lower64, upper64)], [label], [budget], num_classes,
+                       settings=settings, device=device)[0]

@@ -81,6 +81,12 @@ class Context:
     _model64_cpu: torch.nn.Module | None = field(default=None, repr=False)
     _workspace: object = field(default=None, repr=False)  #: external.Workspace, built on first use
 
+    def close(self) -> None:
+        """Remove what the run made outside its outputs (an external verifier's workspace)."""
+        if self._workspace is not None:
+            self._workspace.close()
+            self._workspace = None
+
     @property
     def model64(self) -> torch.nn.Module:
         if self._model64 is None:
@@ -282,46 +288,64 @@ def sharpen_counterexample(ctx: Context, x: torch.Tensor, b: Batch, steps: int =
     return None, float("nan")
 
 
+def _external_decision(ctx: Context, name: str, status: Status, ans, one: Batch) -> tuple[int, float]:
+    """An external verifier's answer about one sample → (decision, margin); counterexamples re-checked."""
+    import logging
+
+    from ctbench.certify import vnncomp
+
+    if ans.verdict == "unsat":
+        return int(status), float("nan")
+    if ans.verdict == "sat" and ans.z is not None:
+        ws = ctx._workspace
+        x = vnncomp.to_pixel_space(ws.norm, ans.z, ws.input_shape).to(one.x.device).float()
+        x = torch.minimum(torch.maximum(x, one.lower_in), one.upper_in)  # onto the float32 inner box
+        x, m = sharpen_counterexample(ctx, x, one)
+        if x is not None:
+            return int(Status.FALSIFIED), m
+        logging.getLogger(__name__).warning(
+            "%s reported a counterexample for sample %d that does not hold on the model; left undecided",
+            name, int(one.sample_index[0]),
+        )  # fmt: skip
+        return UNDECIDED, float("nan")
+    if ans.verdict == "timeout":
+        return int(Status.TIMEOUT), float("nan")
+    return UNDECIDED, float("nan")
+
+
 def _external(name: str, status: Status):
-    """A sample stage that asks an external VNN-COMP verifier (``external.py``) about one sample."""
+    """A sample stage that asks an external VNN-COMP verifier (``external.py``): ``run_many`` hands it all
+    of a batch's undecided samples in one call (alpha-beta-CROWN: one process), ``run`` one sample."""
 
-    def run(ctx: Context, b: Batch, deadline: float) -> tuple[int, float]:
-        import logging
-
-        from ctbench.certify import external, vnncomp
+    def run_many(ctx: Context, b: Batch, budgets) -> list[tuple[int, float, float]]:
+        from ctbench.certify import external
 
         if ctx._workspace is None:
             ctx._workspace = external.Workspace(ctx.model, tuple(b.x.shape[1:]))
-        ws = ctx._workspace
         device = "cuda" if ctx.device.type == "cuda" else "cpu"
-        ans = external.verify_one(
-            name, ws, b.lower64, b.upper64, int(b.y[0]), ctx.num_classes,
-            deadline=deadline, settings=ctx.settings, device=device,
+        boxes = [(b.lower64[k : k + 1], b.upper64[k : k + 1]) for k in range(len(b.y))]
+        answers = external.verify_many(
+            name, ctx._workspace, boxes, b.y.tolist(), list(budgets), ctx.num_classes,
+            settings=ctx.settings, device=device,
         )  # fmt: skip
-        if ans.verdict == "unsat":
-            return int(status), float("nan")
-        if ans.verdict == "sat" and ans.z is not None:
-            x = vnncomp.to_pixel_space(ws.norm, ans.z, ws.input_shape).to(b.x.device).float()
-            x = torch.minimum(torch.maximum(x, b.lower_in), b.upper_in)  # onto the float32 inner box
-            x, m = sharpen_counterexample(ctx, x, b)
-            if x is not None:
-                return int(Status.FALSIFIED), m
-            logging.getLogger(__name__).warning(
-                "%s reported a counterexample for sample %d that does not hold on the model; left undecided",
-                name, int(b.sample_index[0]),
-            )  # fmt: skip
-            return UNDECIDED, float("nan")
-        if ans.verdict == "timeout":
-            return int(Status.TIMEOUT), float("nan")
-        return UNDECIDED, float("nan")
+        out = []
+        for k, ans in enumerate(answers):
+            one = b.subset(torch.tensor([k], device=b.x.device))
+            out.append((*_external_decision(ctx, name, status, ans, one), ans.seconds))
+        return out
 
-    return run
+    def run(ctx: Context, b: Batch, deadline: float) -> tuple[int, float]:
+        decision, margin, _ = run_many(ctx, b, [deadline - time.monotonic()])[0]
+        return decision, margin
+
+    return run, run_many
 
 
 #: Sample stages backed by external verifiers (used only if available; see ``external.py``).
 EXTERNAL_STAGES = {"abCROWN": Status.CERTIFIED_ABCROWN, "Marabou": Status.CERTIFIED_MARABOU}
 for _name, _status in EXTERNAL_STAGES.items():
-    _register(Stage(_name, "sample", _external(_name, _status), "complete"))
+    _run, _run_many = _external(_name, _status)
+    _register(Stage(_name, "sample", _run, "complete", run_many=_run_many))
 
 
 def external_available(name: str) -> bool:

@@ -8,10 +8,15 @@ states the *negation* of robustness, and a one-word answer: ``unsat`` (no counte
 
 Why the translation is sound:
 
-* **Same network.** The exported graph is the model after its leading
-  :class:`~ctbench.nn.Normalization` layer with the same operators and float32 constants: Conv,
-  BatchNormalization (inference form, population statistics), Relu, Flatten, Gemm. Nothing is
-  folded or re-rounded, so the verifier sees the function the model computes.
+* **Same network, BatchNorm folded.** The exported graph is the model after its leading
+  :class:`~ctbench.nn.Normalization` layer, in eval mode, with every BatchNorm (population statistics)
+  folded into the Conv or Linear layer right before it: ``w' = w·γ/√(σ²+ϵ)`` per output channel,
+  ``b' = (b − μ)·γ/√(σ²+ϵ) + β``, computed in float64 and rounded once to float32. The graph then holds
+  only Conv, Gemm, Relu and Flatten, which every verifier converts (alpha-beta-CROWN's onnx2pytorch
+  converted a BatchNorm1d node wrongly). The folded network differs from the model only by float32
+  rounding: :func:`check_export` runs the written file (onnxruntime) against the model in float64 and
+  refuses it if any logit differs by more than ``EXPORT_TOL``. (torch's own exporter folds
+  Conv+BatchNorm2d too, but not Linear+BatchNorm1d.)
 * **Input box.** The normalization is applied to the pixel-space ε-box instead, in float64, and the
   result is widened by a few ulps, so the box in the VNNLIB file contains the image of the ε-box
   (``normalized_box``). Values are written with ``repr`` (shortest round-trip decimal).
@@ -41,6 +46,8 @@ from ctbench.nn import Normalization
 
 #: Layers the exporter accepts (the CNN7/CNN5/cnn_small/MLP families); anything else is refused.
 EXPORTABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten)
+#: Largest |logit difference| allowed between the exported file and the model (relative to 1 + |logit|).
+EXPORT_TOL = 1e-4
 #: How far (in float64 ulps) the normalized box is widened: (x − mean) / std has two roundings.
 WIDEN_ULPS = 4
 
@@ -51,6 +58,8 @@ _ALIASES = {
     "safe": "unsat",
     "safe-incomplete": "unsat",
     "safe-mip": "unsat",
+    "safe-lp": "unsat",
+    "unsafe-lp": "sat",
     "verified": "unsat",
     "violated": "sat",
     "unsafe": "sat",
@@ -77,14 +86,38 @@ def split_normalization(model: nn.Sequential) -> tuple[Normalization | None, nn.
     return norm, body.eval()
 
 
+def fold_batchnorm(body: nn.Sequential) -> nn.Sequential:
+    """A float64 copy of ``body`` (eval mode) with each BatchNorm folded into the Conv/Linear before it.
+
+    A BatchNorm with no Conv/Linear right before it stays (exported as BatchNormalization)."""
+    layers = [copy.deepcopy(m).double().cpu().eval() for m in body]
+    out: list[nn.Module] = []
+    for layer in layers:
+        prev = out[-1] if out else None
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and isinstance(prev, (nn.Conv2d, nn.Linear)):
+            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)  # (C,)
+            shift = layer.bias - layer.running_mean * scale
+            with torch.no_grad():
+                w = prev.weight * scale.view(-1, *([1] * (prev.weight.dim() - 1)))
+                b = prev.bias if prev.bias is not None else torch.zeros_like(scale)
+                if prev.bias is None:
+                    prev.bias = nn.Parameter(torch.zeros_like(scale))
+                prev.bias.copy_(b * scale + shift)
+                prev.weight.copy_(w)
+            continue
+        out.append(layer)
+    return nn.Sequential(*out).eval()
+
+
 def export_onnx(model: nn.Sequential, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """Write ``model`` minus its leading Normalization as ONNX (opset 13, float32, batch dim 1).
+    """Write ``model`` minus its leading Normalization as ONNX (opset 13, float32, batch dim 1), BatchNorm
+    folded (module docstring), and check the file against the model (:func:`check_export`).
 
     ``input_shape``: per-sample shape, e.g. ``(1, 28, 28)``. The graph's input is named ``input``
     and its output (1, num_classes) ``output``. Written atomically.
     """
     _, body = split_normalization(model)
-    body = copy.deepcopy(body).float().cpu().eval()
+    folded = fold_batchnorm(body).float()
     z = torch.zeros(1, *input_shape)
     path = Path(path)
     if importlib.util.find_spec("onnx") is None:
@@ -92,9 +125,36 @@ def export_onnx(model: nn.Sequential, input_shape: tuple[int, ...], path: str | 
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            body, (z,), str(tmp), dynamo=False, opset_version=13, input_names=["input"], output_names=["output"]
+            folded, (z,), str(tmp), dynamo=False, opset_version=13, input_names=["input"], output_names=["output"]
         )
+    check_export(body, path, input_shape)
     return path
+
+
+def check_export(body: nn.Sequential, path: Path, input_shape, n: int = 16, seed: int = 0) -> float | None:
+    """Max |logit difference| (relative to 1 + |logit|) of the ONNX file vs ``body`` in float64 on ``n``
+    random inputs (normal, the scale of normalized pixels); a larger one than ``EXPORT_TOL`` is an error.
+    Returns None (no check) without onnxruntime."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *input_shape, generator=g, dtype=torch.float64)
+    ref = copy.deepcopy(body).double().cpu().eval()
+    with torch.no_grad():
+        want = ref(x)
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i : i + 1].float().numpy()})[0] for i in range(n)])
+    err = float((torch.as_tensor(got, dtype=torch.float64) - want).abs().div(1 + want.abs()).max())
+    if not err <= EXPORT_TOL:
+        raise CTBenchError(
+            f"the exported ONNX model {path} differs from the model (max relative logit error {err:.2g} > "
+            f"{EXPORT_TOL}); refusing to verify it"
+        )
+    return err
 
 
 def _widen(a: np.ndarray, direction: float, ulps: int = WIDEN_ULPS) -> np.ndarray:
