@@ -571,6 +571,32 @@ def test_real_slurm_test_needs_opt_in(monkeypatch):
     assert os.environ["MPLCONFIGDIR"].startswith(tempfile.gettempdir())  # caches stay in the session's tmp
 
 
+def test_jobs_use_the_threads_snakemake_gave_them(tiny_run):
+    """Every compute job passes Snakemake's {threads} to ctbench (capped at --cores 2 here), so torch inside
+    the job uses exactly the CPUs it was given: certify.h5 and attack.h5 record torch.get_num_threads()."""
+    import h5py
+
+    for run, seed in CI_CELLS:
+        cell = tiny_run / CELL.format(run=run, seed=seed)
+        for name in ("certify.h5", "attack.h5"):
+            with h5py.File(cell / name, "r") as f:
+                assert (int(f.attrs["threads"]), f.attrs["threads_source"]) == (2, "--threads"), (cell, name)
+        log = (cell / "logs" / "certify.log").read_text()
+        assert "ctbench: error" not in log
+
+
+def test_slurm_cpus_per_task_are_the_rules_threads():
+    """The SLURM profile requests no cpus_per_task: the plugin then asks for each rule's threads, the same
+    number the job passes to ctbench (--threads {threads}); every compute rule does pass it."""
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    assert "cpus_per_task" not in (profile.get("default-resources") or {})
+    assert all("cpus_per_task" not in (r or {}) for r in profile["set-resources"].values())
+    for smk in (ROOT / "workflow/rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", smk.read_text(), re.M):
+            if re.search(r"ctbench (train|select|certify|attack|analyze)\b", body):
+                assert "--threads {threads}" in body, name
+
+
 def test_every_gpu_rule_is_placed_on_the_gpu_partition_by_the_slurm_profile():
     """Rules that ask for `gpu=1` get the gpu partition and a GPU gres from the SLURM profile (and the
     local profile caps concurrent GPU jobs)."""
