@@ -49,7 +49,13 @@ RUNTIME_MIN = {
 # --cpus-per-task (the SLURM profile sets no cpus_per_task, so the two cannot disagree; change them with
 # `set-threads:` in a profile). Every job passes `--threads {threads}` to ctbench (ctbench/threads.py), so
 # torch uses exactly the CPUs the job was given instead of every core of a shared node.
-THREADS = {"train": 8, "certify": 8, "attack": 4, "analyze_model": 4, "certify_verifier": 8}
+THREADS = {
+    "train": 8,
+    "certify": 8,
+    "attack": 4,
+    "analyze_model": 4,
+    "certify_verifier": 8,
+}
 MEM_MB = {"mnist": 16000, "mnist_mini": 4000, "cifar10": 32000, "tinyimagenet": 64000}
 
 
