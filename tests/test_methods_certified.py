@@ -79,7 +79,8 @@ def _assert_grads_close(a, b, rtol=1e-7, atol=1e-9):
 def test_registered_and_certified():
     names = method_names()
     for name in CERTIFIED:
-        assert name in names and get_method(name).certified and get_method(name).separable
+        assert name in names and get_method(name).certified
+        assert get_method(name).separable == (name not in ("taps", "staps"))  # their batch-mean product
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,7 +311,9 @@ def test_taps_with_empty_pgd_part_equals_ibp(batches):
     """Classifier size 0: the PGD part is the last Linear layer alone, where PGD reaches the exact
     minimizing vertex and the gradient link routes the whole gradient to the bound it sits on, so the TAPS
     estimate is IBP's bound. Without the IBP multiplier and w = 1, loss and gradients are IBP's; with
-    it, the loss is mean_i L_IBP,i² (per-sample product)."""
+    it, the default loss is the original's product of batch means (mean_i L_IBP,i)², loss and gradients
+    as a hand-written one, and taps_loss: per_sample gives mean_i L_IBP,i² — different on any batch whose
+    samples' losses differ (Jensen)."""
     x, y = batches[0]
     x, y = x[:16].double(), y[:16]
     model, taps = _taps(overrides={"taps_grad_scale": 1.0}, size=0)
@@ -321,14 +324,22 @@ def test_taps_with_empty_pgd_part_equals_ibp(batches):
     assert l_t == pytest.approx(l_i, rel=1e-9) and torch.equal(c_t, c_i)
     _assert_grads_close(g_t, g_i, rtol=1e-6, atol=1e-8)
     taps.ibp_multiplier = True
-    l_m, _, _ = _loss_and_grads(taps, model, x, y, 0.05)
+    assert taps.loss_form == "batch_mean" and not taps.separable
+    l_m, _, g_m = _loss_and_grads(taps, model, x, y, 0.05)
+    model.train()
+    model.zero_grad(set_to_none=True)
     clean_forward_and_freeze_bn(model, x)
     lower, upper = input_box(x, 0.05)
-    with torch.no_grad():
-        lb = ibp_bounds(model, lower, upper, margin_spec(y, 10, torch.float64))[0]
-        ce = robust_ce_from_margin_bounds(lb, "none")
+    ce = robust_ce_from_margin_bounds(ibp_bounds(model, lower, upper, margin_spec(y, 10, torch.float64))[0], "none")
+    (ce.mean() * ce.mean()).backward()  # the original: _GradExpander(CE_taps) * CE_box on batch means, w = 1
     unfreeze_bn(model)
-    assert l_m == pytest.approx(float((ce * ce).mean()), rel=1e-9)
+    assert l_m == pytest.approx(float(ce.detach().mean() ** 2), rel=1e-9)
+    _assert_grads_close(g_m, _grads(model), rtol=1e-6, atol=1e-8)
+    _, per_sample = _taps(overrides={"taps_grad_scale": 1.0, "taps_loss": "per_sample"}, size=0)
+    assert per_sample.separable
+    l_p, _, _ = _loss_and_grads(per_sample, model, x, y, 0.05)
+    assert l_p == pytest.approx(float((ce.detach() ** 2).mean()), rel=1e-9)
+    assert l_p > l_m * (1 + 1e-3)  # the two forms differ on this batch
 
 
 def test_taps_during_ramp_is_ibp(batches):
@@ -515,3 +526,35 @@ def test_taps_through_the_training_loop(tmp_path):
 @pytest.mark.parametrize("name", CERTIFIED)
 def test_every_certified_method_through_the_training_loop(tmp_path, name):
     _train_tiny(tmp_path, name)
+
+
+@pytest.mark.parametrize("form", ["batch_mean", "per_sample"])
+def test_taps_under_gradient_accumulation(batches, form, caplog, monkeypatch):
+    """The batch-mean product is not a per-sample mean: with grad_accu_batch the base computes it on the
+    full batch (a warning says so), so loss and gradients equal the unchunked step; the per-sample form
+    accumulates chunk by chunk and is exact as well."""
+    # latent-search starts at the box centre: chunks would draw random starts in another order
+    monkeypatch.setattr(torch, "rand_like", lambda t, **kw: torch.full_like(t, 0.5, **kw))
+    x, y = batches[0]
+    x, y = x[:12].double(), y[:12]
+    results = []
+    for accu in (None, 5):
+        model, taps = _taps(overrides={"taps_loss": form}, size=1)
+        torch.manual_seed(11)
+        model.zero_grad(set_to_none=True)
+        out = taps.step(model, x, y, 0.05, accumulation_batch=accu)
+        results.append((out.rob_loss, _grads(model)))
+    (l_full, g_full), (l_acc, g_acc) = results
+    if form == "batch_mean":
+        assert "computed on the full batch of 12" in caplog.text
+        assert l_acc == l_full
+        _assert_grads_close(g_full, g_acc, rtol=0, atol=0)
+    else:
+        assert "full batch" not in caplog.text
+        assert l_acc == pytest.approx(l_full, rel=1e-9)
+        _assert_grads_close(g_full, g_acc, rtol=1e-6, atol=1e-9)
+
+
+def test_unknown_taps_loss_form_is_an_error():
+    with pytest.raises(Exception, match="taps_loss"):
+        _setup("taps", {"taps_loss": "sum"})

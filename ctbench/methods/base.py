@@ -18,8 +18,12 @@ Hook contract — ``robust_loss(model, x, y, eps, lower, upper) -> (loss, robust
   box ``clamp(x − ε, 0, 1)`` / ``clamp(x + ε, 0, 1)`` (b, *input). ``b`` may be a chunk of the batch
   (gradient accumulation), so the hook must only look at the samples it is given.
 * ``loss``: differentiable scalar, the **mean over the b samples** of a per-sample robust loss (so that
-  chunked accumulation reproduces the full-batch gradient; a method whose loss is not such a mean,
-  e.g. a product of batch means, sets ``separable = False``).
+  chunked accumulation reproduces the full-batch gradient). A method whose loss is not such a mean,
+  e.g. TAPS's product of batch means, sets ``separable = False`` (class or instance attribute): under
+  gradient accumulation the base then computes its robust loss **on the full batch** — chunking would
+  silently train another objective (a mean of chunk products), and refusing would make the paper's
+  TinyImageNet TAPS/STAPS cells (``grad_accu_batch: 32``) unrunnable; the clean pass is full-batch
+  anyway, so only the memory saving of accumulation is lost, and a warning says so once.
 * ``robust_correct``: (b,) bool, the method's robust-accuracy estimate per sample (IBP-certified,
   correct under PGD, ...); used for logging and for model selection.
 * Training: the model is in train mode and every BatchNorm already normalizes with the **frozen
@@ -50,6 +54,7 @@ What the base does around it, per training step (:meth:`step`):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -60,6 +65,8 @@ from torch import nn
 from ctbench.attacks import pgd_attack
 from ctbench.bounds import clean_forward_and_freeze_bn, ibp_bounds, unfreeze_bn
 from ctbench.regularizers import Bounds, l1_penalty, warmup_regularizer, warmup_weight
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,8 +94,8 @@ class TrainingMethod:
     name: ClassVar[str] = ""
     #: Certified method: Shi et al.'s warm-up regularizer applies during the ε ramp.
     certified: ClassVar[bool] = False
-    #: The robust loss is a per-sample mean (gradient accumulation is exact).
-    separable: ClassVar[bool] = True
+    #: The robust loss is a per-sample mean (gradient accumulation is exact); an instance may override it.
+    separable: bool = True
 
     def __init__(self, config: dict):
         self.config = dict(config)
@@ -103,6 +110,7 @@ class TrainingMethod:
         self.attack_step_size = get("attack_step_size")
         self.ramp_active = False
         self._bounds: list[Bounds] | None = None
+        self._warned_full_batch = False
 
     # ------------------------------------------------------------------ hooks
     def robust_loss(
@@ -188,6 +196,12 @@ class TrainingMethod:
                 )
             w_rob = self.w_rob if eps > 0 else 0.0
             chunk = accumulation_batch if accumulation_batch and accumulation_batch < batch else batch
+            if chunk < batch and not self.separable:
+                if not self._warned_full_batch:
+                    logger.warning("%s: the robust loss is not a per-sample mean; computed on the full batch of "
+                                   "%d, not in chunks of grad_accu_batch=%d (methods/base.py)", self.name, batch, chunk)
+                    self._warned_full_batch = True
+                chunk = batch
             rob_sum, reg_sum, rob_correct = 0.0, 0.0, 0
             chunk_losses = []
             for start in range(0, batch, chunk):

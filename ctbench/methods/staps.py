@@ -6,7 +6,8 @@ Per chunk: (1) SABR's input search under ``torch.no_grad`` — PGD in the ε-box
 ``λ·(u − l)/2`` around the adversarial point shifted inside the ε-box
 (:meth:`~ctbench.methods.sabr.SmallBoxMixin.adversarial_small_box`); (2) the TAPS loss on that box
 (:meth:`~ctbench.methods.taps.TAPS.taps_loss`: IBP through the feature extractor, per-margin PGD
-through the classifier, rectified-linear gradient link, ``mean_i s_w(L_TAPS,i)·L_IBP,i``). While ε
+through the classifier, rectified-linear gradient link, the product of the batch means
+``s_w(mean L_TAPS)·mean L_IBP``, or ``taps_loss: per_sample``). While ε
 ramps up, the TAPS part falls back to IBP (on the small box, i.e. SABR), as in the original.
 Robust-accuracy estimate: the TAPS estimate on the small box (not sound).
 

@@ -19,11 +19,15 @@ The network is split at a block boundary into a feature extractor ``f`` (IBP) an
 4. TAPS estimate of the margin bounds ``ê_j = m_j(g(p_j))`` (differentiable in ``g``'s parameters and,
    through the link, in ``f``'s) → ``L_TAPS = CE([0, −ê], 0)``; ``L_IBP`` = the IBP loss of the whole
    network (the box of ``f`` through ``g``).
-5. ``L_rob = mean_i( s_w(L_TAPS,i) · L_IBP,i )`` where ``s_w`` is the identity forward and multiplies
-   the gradient by the **TAPS gradient scale** w (original ``_GradExpander``). Deviation: the original
-   multiplies the two *batch means*; the paper states the loss per sample, which is what is done here
-   (so the loss is a per-sample mean and gradient accumulation is exact). ``ibp_multiplier = False``
-   (class/instance attribute, the original ``--no-ibp-multiplier``) gives ``mean_i s_w(L_TAPS,i)``.
+5. ``L_rob = s_w(mean_i L_TAPS,i) · mean_i L_IBP,i`` — the original's product of the two **batch
+   means** (``_GradExpander(CE_taps) · CE_box``), for which the TAPS gradient scales of Tables 6–10
+   were tuned; ``s_w`` is the identity forward and multiplies the gradient by the **TAPS gradient
+   scale** w (original ``_GradExpander``). Config ``taps_loss: per_sample`` gives
+   ``mean_i s_w(L_TAPS,i) · L_IBP,i`` instead. ``ibp_multiplier = False`` (class/instance attribute,
+   the original ``--no-ibp-multiplier``) gives ``s_w(mean_i L_TAPS,i)`` (both forms agree then).
+   The batch-mean product is not a per-sample mean, so the method is not ``separable``: under
+   gradient accumulation the base class computes its robust loss on the full batch
+   (:meth:`~ctbench.methods.base.TrainingMethod.step`); the per-sample form accumulates exactly.
 
 While ε ramps up (``self.ramp_active``) TAPS trains (and validates) with plain IBP, as the original
 (``disable_TAPS`` during annealing). Robust-accuracy estimate: all TAPS-estimated margins > 0 (not sound).
@@ -165,8 +169,19 @@ class TAPS(IBP):
     #: Soft threshold c of the rectified linear gradient link (original ``--soft-thre`` 0.5).
     link_threshold: float = 0.5
 
+    #: Default form (batch-mean product): not a per-sample mean; an instance with ``taps_loss: per_sample``
+    #: (or without the IBP multiplier) is separable.
+    separable = False
+    #: ``taps_loss`` values: the original's product of batch means, or the per-sample product.
+    LOSS_FORMS = ("batch_mean", "per_sample")
+
     def __init__(self, config: dict):
         super().__init__(config)
+        form = self.config.get("taps_loss") or "batch_mean"
+        if form not in self.LOSS_FORMS:
+            raise CTBenchError(f"taps_loss must be one of {', '.join(self.LOSS_FORMS)}, got {form!r}")
+        self.loss_form = form
+        self.separable = form == "per_sample" or not self.ibp_multiplier
         size, scale = self.config.get("classifier_size"), self.config.get("taps_grad_scale")
         if size is None:
             raise CTBenchError(f"method {self.name!r} needs classifier_size in its config")
@@ -191,10 +206,17 @@ class TAPS(IBP):
         pts = latent_pivots(classifier, lat_l, lat_u, C, self.attack_steps, self.attack_restarts)
         linked = RectifiedLinearLink.apply(lat_l, lat_u, pts, self.link_threshold, 1e-5)
         est = margins(classifier, linked, C)
-        loss = GradScale.apply(robust_ce_from_margin_bounds(est, reduction="none"), self.grad_scale)
-        if self.ibp_multiplier:
-            loss = loss * robust_ce_from_margin_bounds(lb_ibp, reduction="none")
-        return loss.mean(), certified_from_margin_bounds(est.detach())
+        taps_ce = robust_ce_from_margin_bounds(est, reduction="none")  # (b,)
+        ibp_ce = robust_ce_from_margin_bounds(lb_ibp, reduction="none")  # (b,)
+        return self.combine(taps_ce, ibp_ce), certified_from_margin_bounds(est.detach())
+
+    def combine(self, taps_ce: torch.Tensor, ibp_ce: torch.Tensor) -> torch.Tensor:
+        """The robust loss from the per-sample TAPS and IBP cross-entropies (b,), module docstring step 5."""
+        if not self.ibp_multiplier:
+            return GradScale.apply(taps_ce.mean(), self.grad_scale)
+        if self.loss_form == "per_sample":
+            return (GradScale.apply(taps_ce, self.grad_scale) * ibp_ce).mean()
+        return GradScale.apply(taps_ce.mean(), self.grad_scale) * ibp_ce.mean()
 
     def robust_loss(self, model, x, y, eps, lower, upper):
         return self.taps_loss(model, lower, upper, y)
