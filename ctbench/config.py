@@ -22,6 +22,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from typing import Any
 import yaml
 
 from ctbench.errors import CTBenchError
+
+logger = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parents[1]
 #: Where a wheel (``pip install .``, not editable) puts the two files: pyproject's ``data-files``.
@@ -263,6 +266,7 @@ def resolve(
     cfg.update(overrides)
     if cfg.get("train_eps") is None:
         cfg["train_eps"] = s["eps"]
+    scale_schedule(cfg)
     validate({k: v for k, v in cfg.items() if v is not None}, _sub_schema(schema, "hparams"), what="config")
     if cfg["swa_start"] is not None and cfg["model_selection"] != "last":
         raise CTBenchError(
@@ -270,6 +274,7 @@ def resolve(
         )
     if cfg["eps_end_epoch"] < cfg["eps_start_epoch"]:
         raise CTBenchError("config: eps_end_epoch must be >= eps_start_epoch")
+    check_schedule(cfg, method, s["eps"])
     train_eps_str = str(cfg["train_eps"])
     cfg.update(
         setting=key,
@@ -283,6 +288,67 @@ def resolve(
         lr_milestones=sorted(cfg["lr_milestones"]),
     )
     return cfg
+
+
+def scale_schedule(cfg: dict) -> None:
+    """Apply ``schedule_scale`` in place: epochs, ramp, milestones and SWA start shrink together.
+
+    ``epochs' = max(1, round(s·epochs))``; every epoch index ``e`` becomes ``round(s·e)``, capped so that
+    the ramp ends and each milestone / SWA start lies before the last epoch (``<= epochs' − 1``)."""
+    s = cfg.get("schedule_scale")
+    if s is None or float(s) == 1.0:
+        return
+    s = float(s)
+    epochs = max(1, round(s * int(cfg["epochs"])))
+    last = epochs - 1
+
+    def at(e):
+        return min(round(s * int(e)), last)
+
+    cfg["epochs"] = epochs
+    cfg["eps_start_epoch"] = at(cfg["eps_start_epoch"])
+    cfg["eps_end_epoch"] = max(cfg["eps_start_epoch"], at(cfg["eps_end_epoch"]))
+    cfg["lr_milestones"] = sorted({max(1, at(m)) for m in cfg["lr_milestones"] or []} - {epochs})
+    if cfg.get("swa_start") is not None:
+        cfg["swa_start"] = at(cfg["swa_start"])
+
+
+#: Methods trained at an ε below the test ε on purpose (standard training: ε = 0).
+_BELOW_TEST_EPS_OK = ("standard",)
+
+
+def check_schedule(cfg: dict, method: str, test_eps) -> list[str]:
+    """Schedule checks at resolve time: an error for a run that would never reach its training ε, decay
+    its learning rate or start SWA (naming the keys to change); a warning (logged, returned) for a
+    training ε below the test ε, which the paper never does for a robust method."""
+    epochs, last = int(cfg["epochs"]), int(cfg["epochs"]) - 1
+    hint = "; or shorten the whole schedule with --scale-schedule F (config key schedule_scale)"
+    if int(cfg["eps_end_epoch"]) > last:
+        raise CTBenchError(
+            f"config: the eps ramp ends at epoch {cfg['eps_end_epoch']} (eps_end_epoch) but the run has only "
+            f"epochs {epochs} (0..{last}): it would never train at its training eps or select a model; "
+            f"lower eps_end_epoch (and eps_start_epoch){hint}"
+        )
+    late = [m for m in cfg["lr_milestones"] or [] if int(m) >= epochs]
+    if late:
+        raise CTBenchError(
+            f"config: lr_milestones {late} are not before the end of the run (epochs {epochs}): the learning "
+            f"rate would never decay there; set lr_milestones below {epochs} (--set lr_milestones=[...]){hint}"
+        )
+    if cfg.get("swa_start") is not None and int(cfg["swa_start"]) > last:
+        raise CTBenchError(
+            f"config: swa_start {cfg['swa_start']} is beyond the last epoch ({last}): SWA would never start; "
+            f"lower swa_start{hint}"
+        )
+    warnings = []
+    if method not in _BELOW_TEST_EPS_OK and parse_eps(cfg["train_eps"]) < parse_eps(test_eps):
+        warnings.append(
+            f"{method}: train_eps {cfg['train_eps']} is below the test eps {test_eps}, which the paper never "
+            f"does for a robust method; certified accuracy at the test eps will suffer (set train_eps)"
+        )
+    for w in warnings:
+        logger.warning("%s", w)
+    return warnings
 
 
 def _sub_schema(schema: dict, name: str) -> dict:

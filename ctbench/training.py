@@ -368,7 +368,7 @@ def train_ibp_model(out_dir: str | Path, *, train_samples: int, epochs: int, eps
 
     overrides = {
         "model": "cnn_small", "epochs": epochs, "eps_start_epoch": 0, "eps_end_epoch": max(epochs - 1, 0),
-        "lr": 1e-3, "lr_milestones": [epochs], "batch_size": 128, "w_rob": 0.5, "train_eps": repr(float(eps)),
+        "lr": 1e-3, "lr_milestones": [], "batch_size": 128, "w_rob": 0.5, "train_eps": repr(float(eps)),
         "l1": 0.0,
     }
     config = resolve(("mnist_mini", "0.1"), "ibp", overrides, seed=seed)

@@ -264,7 +264,8 @@ def test_mtl_ibp_attack_scale_and_swa(hparams):
 
 
 def test_resolution_order_and_overrides(hparams):
-    cfg = resolve(("mnist_mini", "0.1"), "sabr", {"l1": 5e-6, "epochs": 3}, hparams=hparams, seed=1)
+    cfg = resolve(("mnist_mini", "0.1"), "sabr", {"l1": 5e-6, "epochs": 3, "eps_end_epoch": 1, "lr_milestones": [2]},
+                  hparams=hparams, seed=1)
     assert cfg["dataset"] == "mnist_mini" and cfg["setting"] == "mnist_0.1"
     assert cfg["l1"] == 5e-6 and cfg["epochs"] == 3 and cfg["eps_shrink"] == 0.4 and cfg["seed"] == 1
     with pytest.raises(CTBenchError, match="unknown hyperparameter"):

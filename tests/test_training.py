@@ -249,7 +249,7 @@ def test_restart_keeps_other_checkpoints_aside_and_brings_back_its_own(tmp_path)
 def test_cli_no_select_and_cell_file(tmp_path, capsys):
     """`ctbench train --no-select` stops at candidates.pt (the DAG's select rule writes model.pt)."""
     rc = cli.main(["train", "--dataset", "mnist_mini", "--eps", "0.1", "--method", "standard", "--model",
-                   "cnn_small", "--epochs", "1", "--max-steps", "1", "--subset", "32", "--no-select",
+                   "cnn_small", "--scale-schedule", "0.01", "--max-steps", "1", "--subset", "32", "--no-select",
                    "--out", str(tmp_path)])
     assert rc == 0 and (tmp_path / "train" / "candidates.pt").is_file() and not (tmp_path / "model.pt").exists()
     assert "select with `ctbench select`" in capsys.readouterr().out
@@ -300,8 +300,8 @@ BASE_ARGS = [
     "0",
     "--model",
     "cnn_small",
-    "--epochs",
-    "1",
+    "--scale-schedule",  # one epoch: the ramp and milestones shrink with it
+    "0.01",
     "--max-steps",
     "2",
     "--subset",

@@ -3,7 +3,7 @@
 Example::
 
     ctbench train --dataset mnist_mini --eps 0.1 --method pgd --seed 0 --model cnn_small --out results/x \\
-        --set l1=1e-5 --epochs 3
+        --set l1=1e-5 --scale-schedule 0.05     # 4 epochs: ramp and LR milestones shrunk with them
 
     ctbench train --cell results/mnist/0.1/cnn7/ibp/seed0/cell.json --out results/mnist/0.1/cnn7/ibp/seed0
 
@@ -13,6 +13,10 @@ Re-running the same command resumes from the checkpoint. Hyperparameters come fr
 ``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) — ``mnist_mini`` uses the MNIST
 settings — or ``--setting``; ``--set key=value`` overrides any of them. ``--cell`` trains exactly the
 resolved config of a workflow cell (``cell.json``, written by the Snakemake rule ``cell_config``).
+
+Schedule checks (``ctbench.config.check_schedule``): a run whose ε ramp ends after its last epoch, whose LR
+milestones or SWA start lie beyond it, is refused before anything is written (``--epochs 35`` alone keeps the
+paper's milestones [50, 60]); ``--scale-schedule F`` shortens epochs, ramp, milestones and SWA together.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a hyperparameter (repeatable), e.g. --set l1=1e-5",
     )
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    p.add_argument("--scale-schedule", type=float, default=None, metavar="F",
+                   help="quick run: multiply epochs, the eps ramp, the LR milestones and swa_start by F in (0, 1] "
+                        "together (config key schedule_scale)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
     p.add_argument(
         "--data-root", default=None, help="prepared data root (default $CTBENCH_DATA_ROOT or ./data)"
@@ -91,7 +98,8 @@ def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
     from ctbench.grid.fingerprint import train_fingerprint
 
     given = [f"--{k.replace('_', '-')}" for k in ("dataset", "eps", "method", "model", "setting", "epochs",
-                                                  "subset", "max_steps", "hparams") if getattr(args, k) is not None]
+                                                  "scale_schedule", "subset", "max_steps", "hparams")
+             if getattr(args, k) is not None]
     if given or args.overrides:
         raise CTBenchError(f"--cell is the complete configuration: drop {', '.join(given) or '--set'}")
     try:
@@ -165,6 +173,10 @@ def build_config(args: argparse.Namespace) -> dict:
         overrides["model"] = args.model
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.scale_schedule is not None:
+        if not 0 < args.scale_schedule <= 1:
+            raise CTBenchError(f"--scale-schedule must lie in (0, 1], got {args.scale_schedule}")
+        overrides["schedule_scale"] = args.scale_schedule
     config = resolve(setting, args.method, overrides, hparams=hparams, seed=args.seed)
     config["dataset"] = args.dataset
     return config
