@@ -50,7 +50,7 @@ from ctbench.checkpoint import (
 from ctbench.config import config_hash, to_json
 from ctbench.grid.fingerprint import train_fingerprint
 from ctbench.io import write_text
-from ctbench.logs import progress
+from ctbench.logs import duration, progress
 from ctbench.methods import create_method
 from ctbench.schedules import eps_schedule_from_config, make_lr_scheduler
 from ctbench.select import select_model
@@ -217,6 +217,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         logger.info("resuming %s from epoch %d", out, start_epoch)
 
     stop = epochs if opts.max_epochs is None else min(epochs, opts.max_epochs)
+    run_times: list[float] = []
     for epoch in range(start_epoch, stop):
         t0 = time.time()
         lr = optimizer.param_groups[0]["lr"]
@@ -226,6 +227,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         bar = progress(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{epochs}",
+            unit="step",
             leave=False,
             disable=None if opts.show_progress else True,
         )
@@ -287,8 +289,11 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
             metric = val["rob_acc"] if selection == "robust_accu" else val["loss"]
             if _better(selection, metric, best):
                 best = {"epoch": epoch + 1, "metric": float(metric), "state_dict": cpu_state_dict(model)}
+        run_times.append(row["time_s"])
+        per_epoch = sum(run_times) / len(run_times)
         logger.info(
-            "epoch %d/%d eps %.5g lr %.3g | train nat %.4f rob %.4f | val(eps %.5g) nat %.4f rob %.4f",
+            "epoch %d/%d eps %.5g lr %.3g | train nat %.4f rob %.4f | val(eps %.5g) nat %.4f rob %.4f | "
+            "%.1f s/epoch, %.3g steps/s, ETA %s",
             epoch + 1,
             epochs,
             eps,
@@ -298,6 +303,9 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
             val_eps,
             val["nat_acc"],
             val["rob_acc"],
+            row["time_s"],
+            steps_per_epoch / max(row["time_s"], 1e-9),
+            duration(per_epoch * (epochs - epoch - 1)),
         )
         save_checkpoint(
             ckpt_path,
