@@ -59,6 +59,7 @@ def select_model(candidates_path: str | os.PathLike, out_path: str | os.PathLike
         method=config.get("method"), eps=config.get("eps_str"), seed=config.get("seed"),
         config_hash=config_hash(config), selection=how, selected_epoch=int(chosen["epoch"]),
         fingerprints=fingerprints, variant=config.get("variant", ""), train_limits=payload.get("limits") or {},
+        selection_split=payload.get("selection_split") or "test",
     )
     logger.info("selected %s (epoch %s) → %s", how, chosen["epoch"], out_path)
     return {"model_path": str(out_path), "selection": how, "selected_epoch": int(chosen["epoch"])}

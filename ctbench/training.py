@@ -4,8 +4,10 @@ Per epoch: a loader seeded by (seed, epoch); per step: ε from the schedule (per
 ``method.step`` (clean-batch BN statistics, robust hook, L1, warm-up regularizer, gradient
 accumulation with full-batch statistics — ``ctbench.methods.base``), gradient clipping, one Adam step
 (all parameters; the Normalization layer has buffers only), SWA update. After the epoch:
-``MultiStepLR.step()``, population BN statistics (precise BN), validation on the test split at
-``min(ε, test ε)`` with the method's own robust-accuracy estimate, model selection, an atomic
+``MultiStepLR.step()``, population BN statistics (precise BN), validation at ``min(ε, test ε)`` with the
+method's own robust-accuracy estimate — on the test split, as the original code and the paper's Table 1,
+or with ``val_fraction`` on a held-out part of the training set (:func:`validation_split`) — model
+selection (what it was made on is recorded in ``model.pt``'s provenance as ``selection_split``), an atomic
 checkpoint and ``history.csv``. Re-running with the same config resumes from the checkpoint; the
 result is bitwise identical to an uninterrupted run on CPU.
 
@@ -48,6 +50,7 @@ from ctbench.checkpoint import (
     set_rng_state,
 )
 from ctbench.config import config_hash, to_json
+from ctbench.errors import CTBenchError
 from ctbench.grid.fingerprint import train_fingerprint
 from ctbench.io import write_text
 from ctbench.logs import duration, progress
@@ -122,6 +125,39 @@ def _subset(ds, n: int | None):
     return torch.utils.data.Subset(ds, range(n))
 
 
+def validation_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train indices, validation indices)`` of ``n`` training images: ``round(fraction·n)`` (≥ 1) drawn
+    without replacement by a generator seeded with ``seed``; both sorted, disjoint, covering ``range(n)``."""
+    k = max(1, round(float(fraction) * n))
+    if k >= n:
+        raise CTBenchError(f"val_fraction {fraction} leaves no training images out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    val = sorted(perm[:k].tolist())
+    taken = set(val)
+    return [i for i in range(n) if i not in taken], val
+
+
+def selection_split(config: dict, n_val: int | None = None) -> str:
+    """What validation and model selection used, in words (``model.pt`` provenance, Table 1's notes)."""
+    f = config.get("val_fraction")
+    if not f:
+        return "test"
+    size = f", {n_val} images" if n_val is not None else ""
+    return f"held-out {100 * float(f):g}% of the training set (seed {int(config.get('val_seed') or 0)}{size})"
+
+
+def _split_datasets(config: dict, train_ds, opts: TrainOptions):
+    """``(train set, validation set)``: the test split, or a held-out part of the training set."""
+    from ctbench.data import load_dataset
+
+    if not config.get("val_fraction"):
+        test_ds = _subset(load_dataset(config["dataset"], "test", opts.data_root, augment=False), opts.subset)
+        return train_ds, test_ds
+    train_idx, val_idx = validation_split(len(train_ds), config["val_fraction"], config.get("val_seed") or 0)
+    plain = _subset(load_dataset(config["dataset"], "train", opts.data_root, augment=False), opts.subset)
+    return torch.utils.data.Subset(train_ds, train_idx), torch.utils.data.Subset(plain, val_idx)
+
+
 def _loader(ds, batch_size: int, shuffle: bool, seed: int, opts: TrainOptions):
     from ctbench.data import make_loader
 
@@ -181,8 +217,8 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
     seed_everything(seed)
 
     train_ds = _subset(load_dataset(config["dataset"], "train", opts.data_root), opts.subset)
-    test_ds = _subset(load_dataset(config["dataset"], "test", opts.data_root, augment=False), opts.subset)
-    test_loader = _loader(test_ds, int(config["test_batch_size"]), False, 0, opts)
+    train_ds, val_ds = _split_datasets(config, train_ds, opts)
+    test_loader = _loader(val_ds, int(config["test_batch_size"]), False, 0, opts)
     steps_per_epoch = math.ceil(len(train_ds) / int(config["batch_size"]))
     if opts.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, opts.max_steps)
@@ -338,6 +374,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         "best": best,
         "swa": None,
         "limits": {"subset": opts.subset, "max_steps": opts.max_steps},
+        "selection_split": selection_split(config, len(val_ds)),
     }
     if swa is not None:
         averaged = swa.final_model(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)

@@ -60,6 +60,8 @@ def summarize(certify_path, attack_path=None, *, fingerprint: str | None = None,
         "epochs": (attrs.get("config") or {}).get("epochs"),
         "train_subset": ((attrs.get("model_provenance") or {}).get("train_limits") or {}).get("subset"),
         "train_max_steps": ((attrs.get("model_provenance") or {}).get("train_limits") or {}).get("max_steps"),
+        # what validation / model selection used: "test" (the paper's) or a held-out part of the training set
+        "selection_split": (attrs.get("model_provenance") or {}).get("selection_split") or "test",
         "nat_acc": float(data["nat_correct"].mean()),
         "cert_acc": float(certified.mean()),
     }
