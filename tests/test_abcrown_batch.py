@@ -158,6 +158,15 @@ def test_killing_certify_leaves_no_process_and_no_folder(abcrown_like, monkeypat
             os.kill(helper, signal.SIGKILL)
 
 
+def test_marabou_is_asked_one_sample_at_a_time():
+    """Marabou has no batch mode: the cascade asks it about one sample at a time and saves its state after
+    each (a long run resumes from the last sample); alpha-beta-CROWN gets the whole batch."""
+    from ctbench.certify.stages import CERTIFY_STAGES
+
+    assert CERTIFY_STAGES.get("Marabou").run_many is None
+    assert CERTIFY_STAGES.get("abCROWN").run_many is not None
+
+
 def test_certify_settings_accept_presets():
     s = CertifySettings(eps=0.1, eps_str="0.1", stages=("exact",))
     assert s.stages == ("IBP", "CROWN", "PGD", "MILP")

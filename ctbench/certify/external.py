@@ -94,6 +94,9 @@ class ExternalVerifier:
     #: ``run(onnx, [(vnnlib, budget_s)], input_shape, workdir, settings, device) -> [ExternalAnswer]``; a
     #: verifier without a batch mode answers one query after the other, each within its own budget
     run: object
+    #: one process for many samples (the cascade hands it a whole batch); otherwise the cascade asks
+    #: about one sample at a time and saves its state after each
+    batched: bool = False
 
 
 EXTERNAL_VERIFIERS: Registry[ExternalVerifier] = Registry("external verifier")
@@ -260,7 +263,7 @@ def _row_cex(cex: Path, k: int) -> Path:
     return cex.with_name(f"{cex.stem}_{k}{cex.suffix}")
 
 
-_register(ExternalVerifier("abCROWN", abcrown_available, _run_abcrown))
+_register(ExternalVerifier("abCROWN", abcrown_available, _run_abcrown, batched=True))
 
 
 # -- Marabou ---------------------------------------------------------------------------------------

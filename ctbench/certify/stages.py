@@ -343,9 +343,16 @@ def _external(name: str, status: Status):
 
 #: Sample stages backed by external verifiers (used only if available; see ``external.py``).
 EXTERNAL_STAGES = {"abCROWN": Status.CERTIFIED_ABCROWN, "Marabou": Status.CERTIFIED_MARABOU}
+def _register_external(name: str, status: Status) -> None:
+    from ctbench.certify.external import EXTERNAL_VERIFIERS
+
+    run, run_many = _external(name, status)
+    batched = EXTERNAL_VERIFIERS.get(name).batched  # alpha-beta-CROWN: one process per batch of samples
+    _register(Stage(name, "sample", run, "complete", run_many=run_many if batched else None))
+
+
 for _name, _status in EXTERNAL_STAGES.items():
-    _run, _run_many = _external(_name, _status)
-    _register(Stage(_name, "sample", _run, "complete", run_many=_run_many))
+    _register_external(_name, _status)
 
 
 def external_available(name: str) -> bool:
