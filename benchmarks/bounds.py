@@ -14,6 +14,10 @@ ctbench IBP                 clean_forward_and_freeze_bn + IBP margins + robust C
 ctbench LF CROWN-IBP        clean_forward_and_freeze_bn + loss_fusion_crown_ibp + backward
 auto_LiRPA IBP              BoundedModule forward (batch statistics) + IBP margins + robust CE + backward
 auto_LiRPA LF CROWN-IBP     CrossEntropyWrapper loss fusion (auto_LiRPA's cifar_training recipe) + backward
+ctbench AM CROWN-IBP        clean_forward_and_freeze_bn + CROWN-IBP lower bounds of all K−1 margins with
+                            CTBench's cut points + robust CE + backward (CROWN-IBP training without fusion)
+ctbench AM CROWN-IBP nocut  the same with ``cut_points=False``
+auto_LiRPA AM CROWN-IBP     the same through auto_LiRPA (no cut points there)
 cert ctbench CROWN-IBP      eval, no_grad, lower bounds of the K−1 margins
 cert auto_LiRPA CROWN-IBP   the same through auto_LiRPA
 ==========================  ===================================================================
@@ -66,6 +70,9 @@ TARGET_TEXT = {
     "lf_ratio": "ctbench LF CROWN-IBP <= 4.0x standard",
     "lf_speedup": "ctbench LF CROWN-IBP >= 1.3x faster than auto_LiRPA's",
     "cert_speedup": "ctbench all-margins CROWN-IBP >= 1.3x faster than auto_LiRPA's",
+    "ibp_speedup": "ctbench IBP >= 1.2x faster than auto_LiRPA's (issue 16)",
+    "am_cut_cost": "all-margins CROWN-IBP step with cut points <= 1.15x the step without (issue 16)",
+    "am_speedup": "ctbench all-margins CROWN-IBP step (cut points) >= 1.2x faster than auto_LiRPA's (issue 16)",
 }
 
 
@@ -125,6 +132,25 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
         finally:
             unfreeze_bn(model)
 
+    def ctbench_am(cut_points: bool):
+        def step():
+            zero()
+            model.train()
+            clean_forward_and_freeze_bn(model, x)
+            try:
+                lb, _ = compute_bounds(model, lower, upper, "CROWN-IBP", C, bound_upper=False, cut_points=cut_points)
+                robust_ce_from_margin_bounds(lb).backward()
+            finally:
+                unfreeze_bn(model)
+
+        return step
+
+    def lirpa_am():
+        zero()
+        model.train()
+        lb, _ = lirpa.compute_bounds_lirpa(model, lower, upper, "CROWN-IBP", C, x=x, bound_upper=False)
+        robust_ce_from_margin_bounds(lb).backward()
+
     def lirpa_ibp():
         zero()
         model.train()
@@ -152,6 +178,9 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
         "ctbench LF CROWN-IBP": ctbench_lf,
         "auto_LiRPA IBP": lirpa_ibp if have_lirpa else None,
         "auto_LiRPA LF CROWN-IBP": lirpa_lf if have_lirpa else None,
+        "ctbench AM CROWN-IBP": ctbench_am(True),
+        "ctbench AM CROWN-IBP nocut": ctbench_am(False),
+        "auto_LiRPA AM CROWN-IBP": lirpa_am if have_lirpa else None,
         "cert ctbench CROWN-IBP": cert_ctbench,
         "cert auto_LiRPA CROWN-IBP": cert_lirpa if have_lirpa else None,
     }
@@ -209,13 +238,19 @@ def run(args) -> dict:
         "IBP": speedup("ctbench IBP", "auto_LiRPA IBP"),
         "LF CROWN-IBP": speedup("ctbench LF CROWN-IBP", "auto_LiRPA LF CROWN-IBP"),
         "cert CROWN-IBP": speedup("cert ctbench CROWN-IBP", "cert auto_LiRPA CROWN-IBP"),
+        "AM CROWN-IBP": speedup("ctbench AM CROWN-IBP", "auto_LiRPA AM CROWN-IBP"),
+        "AM CROWN-IBP nocut": speedup("ctbench AM CROWN-IBP nocut", "auto_LiRPA AM CROWN-IBP"),
     }
+    cut_cost = rows["ctbench AM CROWN-IBP"]["median_s"] / rows["ctbench AM CROWN-IBP nocut"]["median_s"]
     targets = {
         "ibp_ratio": rows["ctbench IBP"]["ratio"] <= 2.1,
         "ibp_vs_lirpa": None if speedups["IBP"] is None else speedups["IBP"] >= 1.0,
         "lf_ratio": rows["ctbench LF CROWN-IBP"]["ratio"] <= 4.0,
         "lf_speedup": None if speedups["LF CROWN-IBP"] is None else speedups["LF CROWN-IBP"] >= 1.3,
         "cert_speedup": None if speedups["cert CROWN-IBP"] is None else speedups["cert CROWN-IBP"] >= 1.3,
+        "ibp_speedup": None if speedups["IBP"] is None else speedups["IBP"] >= 1.2,
+        "am_cut_cost": cut_cost <= 1.15,
+        "am_speedup": None if speedups["AM CROWN-IBP"] is None else speedups["AM CROWN-IBP"] >= 1.2,
     }
     return {
         "machine": machine_info(device),
@@ -224,6 +259,7 @@ def run(args) -> dict:
                    "auto_lirpa": have_lirpa},
         "results": rows,
         "speedups": speedups,
+        "cut_point_cost": cut_cost,
         "targets": targets,
     }
 
@@ -243,6 +279,7 @@ def print_report(res: dict) -> None:
     print("speedup of ctbench over auto_LiRPA:")
     for name, s in res["speedups"].items():
         print(f"  {name:26s} " + ("unavailable" if s is None else f"{s:.2f}x"))
+    print(f"cut points in the all-margins step: {res['cut_point_cost']:.2f}x the step without")
     print("targets:")
     for key, ok in res["targets"].items():
         print(f"  [{'n/a' if ok is None else ('ok' if ok else 'MISSED')}] {TARGET_TEXT[key]}")

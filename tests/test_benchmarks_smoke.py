@@ -16,6 +16,9 @@ ROWS = {
     "auto_LiRPA LF CROWN-IBP",
     "cert ctbench CROWN-IBP",
     "cert auto_LiRPA CROWN-IBP",
+    "ctbench AM CROWN-IBP",
+    "ctbench AM CROWN-IBP nocut",
+    "auto_LiRPA AM CROWN-IBP",
 }
 
 
@@ -27,11 +30,13 @@ def test_bounds_benchmark_small_json():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
-    assert set(res) == {"machine", "config", "results", "speedups", "targets"}
+    assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "targets"}
     assert {"cpu", "cores", "torch", "device"} <= set(res["machine"])
     assert set(res["results"]) == ROWS
-    assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP"}
-    assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup"}
+    assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut"}
+    assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup",
+                                   "ibp_speedup", "am_cut_cost", "am_speedup"}
+    assert res["cut_point_cost"] > 0
     std = res["results"]["standard"]
     assert std["ratio"] == 1.0 and std["median_s"] > 0 and len(std["times_s"]) == 1
     for name, row in res["results"].items():
