@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# GPU check of ctbench (issue 16), about 5 minutes on one GPU; run it whenever a GPU is available and record
+# its output in benchmarks/README.md ("GPU"):
+#   bash benchmarks/device.sh [OUT_DIR]          # from the repository root; OUT_DIR default: $OUT or ./device-out
+# 1. CUDA correctness: tests/test_cuda.py (bound engine and training steps on cuda vs CPU float64);
+# 2. bound-engine speed on the GPU: benchmarks/bounds.py --device cuda (CNN7, CIFAR shapes, batch 128);
+# 3. training speed: CNN7 IBP on the embedded mnist_mini (6,000 images) for 2 epochs, seconds per epoch
+#    (x10 for full MNIST) -> the projected GPU-hours table in benchmarks/README.md.
+# Needs torch with CUDA, and ctbench's pure-Python dependencies (pyyaml, jsonschema, h5py, pandas, tqdm, ...).
+# On a machine without internet, fetch missing wheels here first (benchmarks/device-wheels.sh puts them in
+# .whl/) and carry that folder: this script installs them into /tmp/site when it finds it.
+set -uo pipefail
+out=${1:-${OUT:-device-out}}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CTBENCH_PROGRESS_INTERVAL=10
+{
+  date -u +"%Y-%m-%d %H:%M UTC"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+} 2>&1 | tee "$out/machine.txt"
+$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "device.sh: no CUDA device"; exit 2; }
+status=0
+echo "== 1. CUDA tests"
+timeout 240 $py -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.txt" || status=1
+echo "== 2. bounds.py --device cuda"
+timeout 240 $py benchmarks/bounds.py --device cuda --repeats 5 2>&1 | tee "$out/bounds-cuda.txt" || status=1
+echo "== 3. CNN7 IBP, mnist_mini, 2 epochs on cuda"
+rm -rf /tmp/ctbench-device-train
+timeout 240 $py -m ctbench train --dataset mnist_mini --eps 0.1 --method ibp --model cnn7 --device cuda \
+  --set epochs=2 --set eps_end_epoch=1 --set lr_milestones=[] --no-select --out /tmp/ctbench-device-train \
+  2>&1 | tee "$out/train-cnn7-ibp.txt" || status=1
+cp /tmp/ctbench-device-train/train/history.csv "$out/train-history.csv" 2>/dev/null || true
+echo "device.sh: done (status $status); outputs in $out"
+exit $status

@@ -1,0 +1,81 @@
+"""CUDA correctness (marker ``cuda``; skipped without a GPU; run by ``benchmarks/device.sh``): the bound
+engine and a training step on ``cuda`` agree with the CPU in float64."""
+
+import copy
+import os
+
+import pytest
+import torch
+
+from ctbench.bounds import clean_forward_and_freeze_bn, compute_bounds, margin_spec, unfreeze_bn
+from ctbench.config import resolve
+from ctbench.methods import create_method
+from ctbench.models import create_model
+
+#: The device under test; CTBENCH_CUDA_TEST_DEVICE=cpu runs these checks' own logic on a machine without a GPU.
+DEV = os.environ.get("CTBENCH_CUDA_TEST_DEVICE", "cuda")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(),
+                                                   reason="no CUDA device (benchmarks/device.sh)")]
+
+
+def _model(seed=0):
+    model = create_model("cnn_small", "mnist", init="ibp", seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # BatchNorm with non-trivial population statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def _box(n=16, eps=0.05, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+
+
+@pytest.mark.parametrize("method", ["IBP", "CROWN-IBP", "CROWN"])
+def test_bounds_on_cuda_equal_cpu_float64(method):
+    model = _model()
+    x, y, lo, hi = _box()
+    C = margin_spec(y, 10)
+    with torch.no_grad():
+        lb64, ub64 = compute_bounds(copy.deepcopy(model).double(), lo.double(), hi.double(), method, C.double())
+        lb, ub = compute_bounds(model.to(DEV), lo.to(DEV), hi.to(DEV), method, C.to(DEV))
+    scale = 1 + lb64.abs().max()
+    assert float((lb.double().cpu() - lb64).abs().max()) <= 1e-4 * scale
+    assert float((ub.double().cpu() - ub64).abs().max()) <= 1e-4 * scale
+    with torch.no_grad():  # sound on cuda too: the margins at sampled points lie inside
+        pts = lo.to(DEV) + (hi - lo).to(DEV) * torch.rand(16, *lo.shape[1:], device=DEV).unsqueeze(1)
+        z = model(pts.reshape(-1, 1, 28, 28)).reshape(16, 16, 10)
+        m = torch.einsum("bsk,pbk->pbs", C.to(DEV), z)
+    assert bool((m >= lb.unsqueeze(0) - 1e-4).all()) and bool((m <= ub.unsqueeze(0) + 1e-4).all())
+
+
+@pytest.mark.parametrize("name", ["ibp", "crown_ibp", "sabr"])
+def test_training_step_on_cuda_equals_cpu_float64(name, monkeypatch):
+    """One full step (clean pass with BN statistics, robust loss, backward) on cuda float32 vs cpu float64."""
+    monkeypatch.setattr(torch, "rand_like", lambda t, **kw: torch.full_like(t, 0.5, **kw))  # attack starts
+    cfg = resolve(("mnist", "0.1"), name, {"attack_steps": 2, "attack_restarts": 1, "model": "cnn_small"})
+    x, y, _, _ = _box(32)
+    grads = {}
+    for key, dev, dtype in (("ref", "cpu", torch.float64), ("dut", DEV, torch.float32)):
+        model = create_model("cnn_small", "mnist", init="ibp", seed=0).to(dev, dtype)
+        method = create_method(cfg)
+        model.zero_grad(set_to_none=True)
+        out = method.step(model, x.to(dev, dtype), y.to(dev), 0.05)
+        grads[key] = (out.loss, [p.grad.double().cpu() for p in model.parameters() if p.grad is not None])
+    (l64, g64), (l32, g32) = grads["ref"], grads["dut"]
+    assert l32 == pytest.approx(l64, rel=1e-3)
+    for a, b in zip(g32, g64, strict=True):
+        assert float((a - b).abs().max()) <= 1e-3 * (1 + float(b.abs().max()))
+
+
+def test_clean_pass_statistics_on_cuda():
+    model = create_model("cnn_small", "mnist", init="ibp", seed=0).to(DEV).train()
+    x, _, _, _ = _box(32)
+    clean_forward_and_freeze_bn(model, x.to(DEV))
+    unfreeze_bn(model)
+    assert next(model.parameters()).device.type == torch.device(DEV).type
