@@ -186,3 +186,16 @@ def test_a_bab_that_gives_up_hands_the_rest_of_the_budget_to_milp(tmp_path):
     assert gave_up.any()
     assert np.all(d["stage_status"][gave_up, 1] != NOT_SEEN) and np.all(d["decided_by"][gave_up] == 1)
     assert np.all(d["stage_status"][~gave_up, 1] == NOT_SEEN)
+
+
+def test_a_workspace_never_closed_is_removed_when_collected(tmp_path, monkeypatch):
+    import gc
+
+    from ctbench.certify.external import Workspace
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    ws = Workspace(tiny_model(1), (1, 2, 3))
+    assert ws.onnx.is_file()
+    del ws
+    gc.collect()
+    assert list(tmp_path.glob(f"{WORKSPACE_PREFIX}*")) == []

@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,12 +363,14 @@ class Workspace:
     """A temporary folder with the exported ONNX model; one per certification run (and Context).
 
     Named ``ctbench-vnncomp-<pid>-*`` under the temporary directory and removed by :meth:`close`
-    (the cascade calls it on every way out, SIGTERM included); folders of dead processes are removed
-    when the next one is made."""
+    (the cascade calls it on every way out, SIGTERM included), or when the object is collected or the
+    interpreter exits; folders of dead (SIGKILLed) processes are removed when the next one is made."""
 
     def __init__(self, model, input_shape: tuple[int, ...]):
         remove_stale_workspaces()
         self.dir = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
+        # also removed when the object is collected or the interpreter exits (a caller that never closes)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.dir), ignore_errors=True)
         try:
             self.input_shape = tuple(int(s) for s in input_shape)
             self.norm, _ = vnncomp.split_normalization(model)
@@ -381,7 +384,7 @@ class Workspace:
         return vnncomp.write_vnnlib(self.dir / f"{tag}.vnnlib", lo, hi, label, num_classes)
 
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._finalizer()
 
     def __enter__(self):
         return self
