@@ -199,3 +199,22 @@ def test_a_workspace_never_closed_is_removed_when_collected(tmp_path, monkeypatc
     del ws
     gc.collect()
     assert list(tmp_path.glob(f"{WORKSPACE_PREFIX}*")) == []
+
+
+def test_the_group_runner_sees_a_line_written_in_pieces(tmp_path):
+    """The conversion alarm written in two pieces (a read between them) is still seen, whole, once."""
+    from ctbench.certify.external import conversion_alarm
+    from ctbench.certify.process import run_in_group
+
+    script = ("import sys, time; sys.stdout.write('Model might not be '); sys.stdout.flush(); time.sleep(1.0); "
+              "sys.stdout.write('converted correctly. Please check\\n'); sys.stdout.flush(); time.sleep(30)")
+    seen = []
+
+    def watch(text):
+        seen.append(text)
+        return conversion_alarm(text)
+
+    run = run_in_group([sys.executable, "-c", script], cwd=tmp_path, log=tmp_path / "log", timeout_s=20,
+                       watch=watch, poll_s=0.1)
+    assert run.reason.startswith("Model might not be converted correctly") and run.seconds < 15
+    assert all(t == "" or t.endswith("\n") for t in seen)

@@ -57,17 +57,7 @@ def dry_run_jobs(work: Path, *args: str) -> dict[str, list[str]]:
 
 def planned_jobs(work: Path, *args: str) -> list[tuple[str, str]]:
     """(rule, output) pairs of `snakemake -n` (detailed listing)."""
-    r = snakemake(work, "-n", *args)
-    jobs, rule = [], None
-    for line in r.stdout.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
-        if m:
-            rule = m.group(1)
-        m = re.match(r"^output: (.+)$", line.strip())
-        if m and rule:
-            jobs.append((rule, m.group(1).split(",")[0].strip()))
-            rule = None
-    return jobs
+    return list(_job_lines(snakemake(work, "-n", *args).stdout))
 
 
 def test_full_grid_dry_run(tmp_path):
@@ -272,16 +262,20 @@ def ran_jobs(stdout: str) -> set[tuple[str, str]]:
 
 
 def _jobs(text: str) -> set[tuple[str, str]]:
-    jobs, rule = set(), None
+    return set(_job_lines(text))
+
+
+def _job_lines(text: str):
+    """(rule, first output) of every job block in Snakemake's output, in order."""
+    rule = None
     for line in text.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
         if m:
             rule = m.group(1)
         m = re.match(r"^output: (.+)$", line.strip())
         if m and rule:
-            jobs.add((rule, m.group(1).split(",")[0].strip()))
+            yield rule, m.group(1).split(",")[0].strip()
             rule = None
-    return jobs
 
 
 def _cell_jobs(run: str, seeds) -> set[tuple[str, str]]:

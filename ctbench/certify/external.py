@@ -238,9 +238,11 @@ def _run_abcrown(onnx, queries, input_shape, workdir: Path, settings, device: st
         run = run_in_group(cmd, cwd=script.parent, log=log, timeout_s=limit, watch=conversion_alarm)
     except OSError as e:
         raise CTBenchError(f"cannot run alpha-beta-CROWN ({' '.join(cmd)}): {e}") from None
-    if run.reason not in ("exit", "timeout"):  # the conversion alarm
+    # the alarm stopped the run, or (a batch killed at its time limit) is in the log it left
+    alarm = run.reason if run.reason not in ("exit", "timeout") else conversion_alarm(log.read_text(errors="replace"))
+    if alarm:
         raise CTBenchError(
-            f"alpha-beta-CROWN's ONNX conversion is not to be trusted ({run.reason!r}); "
+            f"alpha-beta-CROWN's ONNX conversion is not to be trusted ({alarm!r}); "
             "no certificate from it is used and this certification fails"
         )
     rows = _read_results(results)

@@ -76,9 +76,10 @@ def kill_group(pgid: int, grace: float = KILL_GRACE_S, reap=None) -> None:
 def run_in_group(cmd, *, cwd, log: Path, timeout_s: float, watch=None, poll_s: float = 0.2, env=None) -> GroupResult:
     """Run ``cmd`` (stdout and stderr to ``log``) in its own process group and wait for it.
 
-    ``watch(new_log_text) -> str | None``: called with each new chunk of the log; a message stops the
-    run at once (reason = that message). Returns when the leader exits, the timeout passes or the
-    watch fires; the group is killed in every case (leftover helpers included)."""
+    ``watch(new_log_lines) -> str | None``: called with the log's new complete lines (a line split
+    across two reads is passed whole, once); a message stops the run at once (reason = that message).
+    Returns when the leader exits, the timeout passes or the watch fires; the group is killed in every
+    case (leftover helpers included)."""
     t0 = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -87,11 +88,20 @@ def run_in_group(cmd, *, cwd, log: Path, timeout_s: float, watch=None, poll_s: f
         )  # fmt: skip
     pgid = proc.pid  # the session leader's pid is its group id
     reason = "exit"
+    pending = b""
+
+    def new_lines(final: bool = False) -> str:
+        nonlocal pending
+        data = pending + reader.read()
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        pending = data[cut:]
+        return data[:cut].decode(errors="replace")
+
     try:
         with open(log, "rb") as reader:
             while proc.poll() is None:
                 if watch is not None:
-                    msg = watch(reader.read().decode(errors="replace"))
+                    msg = watch(new_lines())
                     if msg:
                         reason = msg
                         break
@@ -100,7 +110,7 @@ def run_in_group(cmd, *, cwd, log: Path, timeout_s: float, watch=None, poll_s: f
                     break
                 time.sleep(poll_s)
             if reason == "exit" and watch is not None:
-                msg = watch(reader.read().decode(errors="replace"))
+                msg = watch(new_lines(final=True))
                 reason = msg or reason
     finally:
         kill_group(pgid, reap=proc.poll)
