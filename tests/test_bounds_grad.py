@@ -150,7 +150,7 @@ def test_relu_back_custom_gradient_matches_autograd():
         GA = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
         Gd = torch.randn(2, S, generator=g, dtype=torch.float64)
         ins = [t.clone().requires_grad_(True) for t in (A, l, u)]
-        out, d = _ReluBackCROWN.apply(*ins)
+        out, d = _ReluBackCROWN.apply(*ins, False)[:2]
         got = torch.autograd.grad((out * GA).sum() + (d * Gd).sum(), ins)
         ref_ins = [t.clone().requires_grad_(True) for t in (A, l, u)]
         up, icpt, ad = relu_relaxation(ref_ins[1], ref_ins[2])
@@ -166,3 +166,37 @@ def test_relu_back_custom_gradient_matches_autograd():
             if a.dim() == 3:  # l/u: skip the kinks (l = 0 / u = 0), where subgradients may differ
                 mask[0, 0, 0] = mask[1, 0, 0] = False
             torch.testing.assert_close(a[mask], b[mask])
+
+
+def test_relu_back_cut_point_value_and_gradient_match_autograd():
+    """The cut point computed inside the CROWN ReLU step (``with_cut``) = the plain concretization
+    ``A·c − |A|·r`` on the ReLU's output box, with autograd's gradients; with a zero cut gradient (the
+    cut is not the largest bound of any row) the gradients are those of the step without the cut."""
+    from ctbench.bounds.layers import _bdot
+    from ctbench.bounds.linear import _ReluBackCROWN
+
+    g = torch.Generator().manual_seed(1)
+    for S in (1, 3):
+        l = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+        u = l + 2 * torch.rand(2, 4, 3, generator=g, dtype=torch.float64)
+        l[0, 0, 0] = u[0, 0, 0] = 0.0  # degenerate neuron
+        l[1, 0, 0], u[1, 0, 0] = 0.0, 0.5  # active with l = 0
+        A = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+        GA = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+        Gd, Gc = torch.randn(2, 2, S, generator=g, dtype=torch.float64)
+        for gc in (Gc, torch.zeros_like(Gc)):
+            ins = [t.clone().requires_grad_(True) for t in (A, l, u)]
+            out, d, cut = _ReluBackCROWN.apply(*ins, True)
+            got = torch.autograd.grad((out * GA).sum() + (d * Gd).sum() + (cut * gc).sum(), ins)
+            ref_ins = [t.clone().requires_grad_(True) for t in (A, l, u)]
+            ref_out, ref_d = _ReluBackCROWN.apply(*ref_ins, False)[:2]
+            lo, hi = ref_ins[1].clamp(min=0), ref_ins[2].clamp(min=0)
+            c, r = (hi + lo) / 2, (hi - lo) / 2
+            ref_cut = _bdot(ref_ins[0], c) - _bdot(ref_ins[0].abs(), r)
+            torch.testing.assert_close(cut, ref_cut, rtol=1e-12, atol=1e-12)
+            ref = torch.autograd.grad((ref_out * GA).sum() + (ref_d * Gd).sum() + (ref_cut * gc).sum(), ref_ins)
+            for a, b in zip(got, ref, strict=True):
+                mask = torch.ones_like(a, dtype=torch.bool)
+                if a.dim() == 3:  # l/u: skip the kinks (l = 0 / u = 0), where subgradients may differ
+                    mask[0, 0, 0] = mask[1, 0, 0] = False
+                torch.testing.assert_close(a[mask], b[mask], rtol=1e-12, atol=1e-12)

@@ -66,10 +66,17 @@ class _ReluBackCROWN(torch.autograd.Function):
     Forward: ``A' = A⁺·a + A⁻·s``, ``d = Σ A⁻·t`` with ``s = u⁺/(u⁺ − l⁻)``, ``t = −l⁻·s``,
     ``a = 1[u + l ≥ 0]``. Backward: exact derivatives of these formulas (``a`` is piecewise constant),
     fewer passes over the (B, S, *shape) tensors than autograd's.
+
+    ``with_cut``: also return CTBench's cut point at this ReLU's output (:func:`backsub_lower`), the
+    minimum of ``A·z`` over the output box ``[relu(l), relu(u)]``:
+    ``cut = Σ A⁺·relu(l) + A⁻·relu(u) = Σ A·relu(l) + A⁻·(relu(u) − relu(l))`` — two reductions over
+    tensors the relaxation already has, no extra (B, S, *shape) tensor; its backward is folded into
+    the relaxation's (``∂/∂A = relu(l) + 1[A < 0]·(relu(u) − relu(l))``, ``∂/∂l = Σ_S A⁺·1[l > 0]``,
+    ``∂/∂u = Σ_S A⁻·1[u > 0]``). Without it the third output is an empty placeholder.
     """
 
     @staticmethod
-    def forward(ctx, A, l, u):
+    def forward(ctx, A, l, u, with_cut):
         lc = l.clamp(max=0)
         uc = u.clamp(min=0)
         den = (uc - lc).clamp_(min=torch.finfo(u.dtype).tiny)
@@ -81,27 +88,66 @@ class _ReluBackCROWN(torch.autograd.Function):
         A_new = A * slope
         A_neg = A.clamp(max=0)
         d = _bdot(A_neg, t)
-        ctx.save_for_backward(A_neg, slope, lc, uc, den, s, t)
-        return A_new, d
+        ctx.with_cut = with_cut
+        if with_cut:
+            lo = l.clamp(min=0)  # relu(l)
+            w = uc - lo  # relu(u) − relu(l)
+            cut = _bdot(A, lo) + _bdot(A_neg, w)
+            ctx.save_for_backward(A_neg, slope, lc, uc, den, s, t, A, lo, w)
+        else:
+            cut = d.new_empty(0)
+            ctx.save_for_backward(A_neg, slope, lc, uc, den, s, t)
+        return A_new, d, cut
 
     @staticmethod
-    def backward(ctx, G, g_d):
-        A_neg, slope, lc, uc, den, s, t = ctx.saved_tensors
+    def backward(ctx, G, g_d, g_cut):
+        A_neg, slope, lc, uc, den, s, t = ctx.saved_tensors[:7]
         dA = dl = du = None
-        gd = g_d.reshape(g_d.shape + (1,) * (A_neg.dim() - 2))
+        # the cut's gradient is zero unless it is the largest bound of some row: then skip its terms
+        use_cut = ctx.with_cut and bool(g_cut.any())
+        if use_cut:
+            A, lo, w = ctx.saved_tensors[7:]
+        neg = A_neg < 0
         if ctx.needs_input_grad[0]:
-            # ∂A'/∂A = slope; ∂d/∂A = t where A < 0
-            dA = G * slope + (A_neg < 0) * (gd * t.unsqueeze(1))
+            # ∂A'/∂A = slope; ∂d/∂A = t where A < 0; ∂cut/∂A = relu(u) where A < 0, else relu(l)
+            dA = G * slope
+            dA.add_(torch.where(neg, _outer(g_d, t), 0.0))
+            if use_cut:
+                dA.add_(torch.where(neg, (lo + w).unsqueeze(1), lo.unsqueeze(1)).mul_(_expand(g_cut, A_neg)))
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             ds = (G * A_neg).sum(1)  # A' depends on s through A⁻ (where A < 0, slope = s)
-            dt = (gd * A_neg).sum(1)
+            dt = _sum_rows(g_d, A_neg)
             g_s = ds - lc * dt
             # ∂s/∂l⁻ = u⁺/den² = s/den, ∂s/∂u⁺ = −l⁻/den² (written without den², which underflows)
             g_lc = (g_s * s) / den - s * dt
             g_uc = -(g_s * (lc / den)) / den
-            dl = g_lc * (lc < 0) if ctx.needs_input_grad[1] else None
-            du = g_uc * (uc > 0) if ctx.needs_input_grad[2] else None
-        return dA, dl, du
+            if use_cut:
+                cut_neg = _sum_rows(g_cut, A_neg)  # Σ_S g·A⁻: the cut's derivative by relu(u)
+                cut_pos = _sum_rows(g_cut, A) - cut_neg  # Σ_S g·A⁺: by relu(l)
+            if ctx.needs_input_grad[1]:
+                dl = g_lc * (lc < 0)
+                if use_cut:
+                    dl = dl + cut_pos * (lo > 0)
+            if ctx.needs_input_grad[2]:
+                du = (g_uc + cut_neg if use_cut else g_uc) * (uc > 0)
+        return dA, dl, du, None
+
+
+def _expand(g, A):
+    """(B, S) → (B, S, 1, …) broadcastable against A (B, S, *shape)."""
+    return g.reshape(g.shape + (1,) * (A.dim() - 2))
+
+
+def _outer(g, v):
+    """(B, S) ⊗ (B, *shape) → (B, S, *shape)."""
+    return g.reshape(g.shape + (1,) * (v.dim() - 1)) * v.unsqueeze(1)
+
+
+def _sum_rows(g, X):
+    """``Σ_S g[b, s]·X[b, s]``: (B, S), (B, S, *shape) → (B, *shape), one read of X (no (B, S, …) temporary)."""
+    if X.shape[1] == 1:
+        return X[:, 0] * _expand(g, X)[:, 0]
+    return torch.bmm(g.unsqueeze(1), X.flatten(2)).reshape(X.shape[:1] + X.shape[2:])
 
 
 def relu_back(A, l, u, alpha=None):
@@ -111,7 +157,7 @@ def relu_back(A, l, u, alpha=None):
     Returns ``(A', d)`` with ``A·relu(x) ≥ A'·x + d``; d: (B, S).
     """
     if alpha is None:
-        return _ReluBackCROWN.apply(A, l, u)
+        return _ReluBackCROWN.apply(A, l, u, False)[:2]
     up_slope, up_icpt, adaptive = relu_relaxation(l, u)
     lo_slope = torch.where(unstable_mask(l, u).unsqueeze(1), alpha, adaptive.unsqueeze(1))
     A_neg = A.clamp(max=0)
@@ -120,38 +166,81 @@ def relu_back(A, l, u, alpha=None):
     return A_new, d
 
 
-def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_boxes=None):
+class _BoxMin(torch.autograd.Function):
+    """``min over z in [c − r, c + r] of A·z = A·c − |A|·r`` with a hand-written backward.
+
+    A: (B, S, *shape); c, r: (B, *shape); returns (B, S). Forward: two batched dot products. Backward:
+    ``∂/∂A = g·(c − sgn(A)·r)`` (autograd's subgradient of ``|A|``, sgn(0) = 0), ``∂/∂c = Σ_S g·A``,
+    ``∂/∂r = −Σ_S g·|A|`` as broadcast products: autograd's backward of the dot products is a
+    batched matrix product with an inner dimension of 1, several times slower on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, A, c, r):
+        Af = A.flatten(2)
+        lb = torch.bmm(Af, c.flatten(1).unsqueeze(-1)) - torch.bmm(Af.abs(), r.flatten(1).unsqueeze(-1))
+        ctx.save_for_backward(A, c, r)
+        return lb.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, g):
+        A, c, r = ctx.saved_tensors
+        Af = A.flatten(2)
+        gg = g.unsqueeze(-1)  # (B, S, 1)
+        cf, rf = c.flatten(1).unsqueeze(1), r.flatten(1).unsqueeze(1)  # (B, 1, N)
+        dA = dc = dr = None
+        if ctx.needs_input_grad[0]:
+            dA = (gg * cf).sub_(gg * rf * Af.sign()).reshape(A.shape)
+        if ctx.needs_input_grad[1]:
+            dc = (gg * Af).sum(1).reshape(c.shape)
+        if ctx.needs_input_grad[2]:
+            dr = (gg * Af.abs()).sum(1).neg_().reshape(r.shape)
+        return dA, dc, dr
+
+
+def box_min(A, c, r):
+    """Lower bound (B, S) of ``A·z`` (A: (B, S, *shape)) over the box ``c ± r`` (B, *shape); differentiable."""
+    return _BoxMin.apply(A, c, r)
+
+
+def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_points=False):
     """Lower bound (B, S) of ``A·z`` where z is the output of ``layers[upto-1]`` (input if upto = 0).
 
     ``relu_bounds[i] = (l, u)``: pre-activation bounds of the ReLU at layer index i (< upto);
     ``alphas[i]`` (optional): lower slopes for that ReLU (B, S, *shape). ``c_in``/``r_in``: input box.
 
-    ``cut_boxes`` (optional; CTBench's CROWN-IBP, ``backward_deeppoly(use_intermediate=True)``):
-    ``cut_boxes[i] = (c, r)``, the IBP box of the input of layer i. The partial expression is also
-    concretized on the box of every ReLU's *output* — a valid lower bound too — and the largest of
+    ``cut_points`` (CTBench's CROWN-IBP, ``backward_deeppoly(use_intermediate=True)``): the partial
+    expression is also concretized on the box ``[relu(l), relu(u)]`` of every ReLU's *output* (with
+    IBP pre-activation bounds, exactly the IBP box there) — a valid lower bound too — and the largest of
     these "cut points" is returned, so the result is never looser than the interval bound at any
     layer. Cuts at the other layer boundaries add nothing: between two ReLUs the layers are affine
     (Conv, Linear, BatchNorm, Normalization, Flatten) and IBP maps a box through ``W`` with radius
     ``|W|·r``, so concretizing ``A`` after the affine map loses against concretizing ``A·W`` before
-    it (``|A·W| ≤ |A|·|W|``). The original concretizes at every layer; the maximum is the same.
+    it (``|A·W| ≤ |A|·|W|``). The original concretizes at every layer; the maximum is the same. The
+    cut is computed inside the ReLU relaxation (:class:`_ReluBackCROWN`), from tensors it has anyway.
     """
     d_total = None
     best = None
     for i in range(upto - 1, -1, -1):
         layer = layers[i]
         if isinstance(layer, ReLULayer):
-            if cut_boxes is not None and i + 1 < len(cut_boxes):
-                c, r = cut_boxes[i + 1]  # the ReLU's output box
-                cut = _bdot(A, c) - _bdot(A.abs(), r)
-                cut = cut if d_total is None else cut + d_total
-                best = cut if best is None else torch.maximum(best, cut)
             l, u = relu_bounds[i]
-            A, d = relu_back(A, l, u, None if alphas is None else alphas.get(i))
+            alpha = None if alphas is None else alphas.get(i)
+            if cut_points and alpha is None and i + 1 < len(layers):
+                A, d, cut = _ReluBackCROWN.apply(A, l, u, True)
+                cut = cut if d_total is None else cut + d_total  # constants of the layers above
+                best = cut if best is None else torch.maximum(best, cut)
+            else:
+                if cut_points and i + 1 < len(layers):  # alpha slopes: the cut on its own
+                    cut = box_min(A, (u.clamp(min=0) + l.clamp(min=0)) * 0.5, (u.clamp(min=0) - l.clamp(min=0)) * 0.5)
+                    cut = cut if d_total is None else cut + d_total
+                    best = cut if best is None else torch.maximum(best, cut)
+                A, d = relu_back(A, l, u, alpha)
         else:
             A, d = layer.back(A)
         if d is not None:
             d_total = d if d_total is None else d_total + d
-    lb = _bdot(A, c_in) - _bdot(A.abs(), r_in)
+    lb = box_min(A, c_in, r_in)
     lb = lb if d_total is None else lb + d_total
     return lb if best is None else torch.maximum(lb, best)
 
@@ -225,12 +314,13 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
     check_box(lower, upper)
     layers = parse_model(model)
     c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
-    boxes = [] if cut_points and intermediate == "IBP" else None
-    relu_bounds, (c_out, _) = intermediate_bounds(layers, c_in, r_in, intermediate, boxes=boxes)
+    relu_bounds, (c_out, _) = intermediate_bounds(layers, c_in, r_in, intermediate)
     Cs = spec_rows(C, c_out)
     S = Cs.shape[1]
     A = torch.cat([Cs, -Cs], 1) if bound_upper else Cs
-    lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in, cut_boxes=boxes)
+    lb = backsub_lower(
+        layers, len(layers), A, relu_bounds, c_in, r_in, cut_points=cut_points and intermediate == "IBP"
+    )
     if not bound_upper:
         return lb, None
     return lb[:, :S], -lb[:, S:]

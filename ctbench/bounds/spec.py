@@ -87,15 +87,14 @@ def loss_fusion_terms(model, lower, upper, y, cut_points=True):
     layers = parse_model(model)
     c_in, r_in = (upper + lower) * 0.5, (upper - lower) * 0.5
     C = margin_spec(y, _num_outputs(layers), dtype=lower.dtype)
-    boxes = [] if cut_points else None
-    c, r, relu_bounds, input_bounds = ibp_forward(layers, c_in, r_in, C, store=True, boxes=boxes)
+    c, r, relu_bounds, input_bounds = ibp_forward(layers, c_in, r_in, C, store=True)
     l, u = c - r, c + r  # (B, K-1) IBP bounds of the margins
     M = (-l).amax(1, keepdim=True).clamp(min=0).detach()  # (B, 1)
     el, eu = torch.exp(-l - M), torch.exp(-u - M)
     slope = (eu - el) / (u - l + 1e-10)  # the chord slopes times e^{-M}
     offset = torch.exp(-M.squeeze(1)) + (el - slope * l).sum(1)  # (B,) times e^{-M}
     C_lf = -(slope.unsqueeze(-1) * C).sum(1, keepdim=True)  # (B, 1, K)
-    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in, cut_boxes=boxes).squeeze(1)
+    lb = backsub_lower(layers, len(layers), C_lf, relu_bounds, c_in, r_in, cut_points=cut_points).squeeze(1)
     floor = (1e-5 * torch.exp(-M.squeeze(1))).clamp(min=torch.finfo(lower.dtype).tiny)
     loss = M.squeeze(1) + torch.log(torch.maximum(offset - lb, floor))
     bounds = [input_bounds if input_bounds is not None else (lower, upper)]
