@@ -242,3 +242,19 @@ def test_mnist_small_is_the_papers_mnist_schedule_with_cnn_small():
         assert cfg["epochs"] == 70 and cfg["lr_milestones"] == [50, 60] and cfg["eps_end_epoch"] == 20
         assert {k: v for k, v in cfg.items() if k not in ("model", "dataset", "variant")} == {
             k: v for k, v in paper.items() if k not in ("model", "dataset", "variant")}
+
+
+def test_mnist_small_quarter_is_mnist_small_on_a_quarter_schedule():
+    """config/mnist_small_quarter.yaml (the CPU run recorded in benchmarks/README.md): the cells of
+    config/mnist_small.yaml it keeps, with every schedule scaled by 0.25 together and nothing else changed."""
+    g, full = grid("mnist_small_quarter"), grid("mnist_small")
+    cells = g.table1_cells()
+    assert {(c.eps, c.method) for c in cells} == {(e, m) for e in ("0.1", "0.3") for m in ("ibp", "sabr", "mtl_ibp")}
+    assert [(c.eps, c.method) for c in g.ablation_cells()] == [("0.3", "pgd")]
+    by_key = {(c.eps, c.method): c for c in full.table1_cells()}
+    for c in cells + g.ablation_cells():
+        cfg, ref = g.train_config(c), full.train_config(by_key[(c.eps, c.method)])
+        assert (cfg["epochs"], cfg["eps_end_epoch"], cfg["lr_milestones"]) == (18, 5, [12, 15])
+        assert cfg["schedule_scale"] == 0.25 and ref["schedule_scale"] is None
+        changed = {k for k in cfg if cfg[k] != ref[k]}
+        assert changed <= {"epochs", "eps_end_epoch", "lr_milestones", "swa_start", "schedule_scale"}, changed
