@@ -64,14 +64,20 @@ def test_loss_fusion_with_cut_points_is_a_tighter_upper_bound_of_the_ce(seed):
 
 def _all_layer_cuts(model, lo, hi, C):
     """Reference: concretize at the input box of *every* layer (as the original code), plain loop."""
-    from ctbench.bounds.ibp import ibp_forward
     from ctbench.bounds.layers import ReLULayer, _bdot, parse_model
     from ctbench.bounds.linear import relu_back
 
     layers = parse_model(model)
-    c_in, r_in = (hi + lo) / 2, (hi - lo) / 2
-    boxes = []
-    _, _, relu_bounds, _ = ibp_forward(layers, c_in, r_in, None, boxes=boxes)
+    c, r = (hi + lo) / 2, (hi - lo) / 2
+    boxes, relu_bounds = [], {}  # the IBP box of every layer's input; pre-activation bounds of each ReLU
+    for i, layer in enumerate(layers):
+        boxes.append((c, r))
+        if isinstance(layer, ReLULayer):
+            relu_bounds[i] = (c - r, c + r)
+            lo_i, hi_i = torch.relu(c - r), torch.relu(c + r)
+            c, r = (hi_i + lo_i) / 2, (hi_i - lo_i) / 2
+        else:
+            c, r = layer.ibp(c, r)
     A, d_total, best = C, torch.zeros(C.shape[:2], dtype=C.dtype), None
     for i in range(len(layers) - 1, -1, -1):
         if isinstance(layers[i], ReLULayer):
@@ -97,3 +103,20 @@ def test_relu_output_cuts_equal_cuts_at_every_layer():
         finally:
             unfreeze_bn(model)
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12, msg=f"seed {seed}")
+
+
+def test_cut_points_refuse_alpha_slopes():
+    """Cut points belong to CROWN-IBP's adaptive relaxation; asking for them with alpha slopes is an error."""
+    from ctbench.bounds.layers import parse_model
+    from ctbench.bounds.linear import backsub_lower, intermediate_bounds
+
+    model, lo, hi, K = _case(1)
+    try:
+        layers = parse_model(model)
+        c, r = (hi + lo) / 2, (hi - lo) / 2
+        relu_bounds, _ = intermediate_bounds(layers, c, r)
+        with pytest.raises(ValueError, match="alpha slopes"):
+            backsub_lower(layers, len(layers), random_spec(1, lo.shape[0], K, "margin"), relu_bounds, c, r,
+                          alphas={}, cut_points=True)
+    finally:
+        unfreeze_bn(model)

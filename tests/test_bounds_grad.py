@@ -135,6 +135,18 @@ def test_gradcheck_float64(name):
     )
 
 
+def _relu_back_case(g, S):
+    """Pre-activation bounds (2, 4, 3) with a degenerate (l = u = 0) and an l = 0 neuron (the kinks at
+    [0, 0, 0] and [1, 0, 0]), coefficients A and an output gradient for A', each (2, S, 4, 3); float64."""
+    l = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    u = l + 2 * torch.rand(2, 4, 3, generator=g, dtype=torch.float64)
+    l[0, 0, 0] = u[0, 0, 0] = 0.0  # degenerate neuron
+    l[1, 0, 0], u[1, 0, 0] = 0.0, 0.5  # active with l = 0
+    A = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+    GA = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+    return A, l, u, GA
+
+
 def test_relu_back_custom_gradient_matches_autograd():
     """Hand-written backward of the CROWN ReLU step = autograd on the plain formulas; finite at l = u = 0."""
     from ctbench.bounds.layers import _bdot
@@ -142,12 +154,7 @@ def test_relu_back_custom_gradient_matches_autograd():
 
     g = torch.Generator().manual_seed(0)
     for S in (1, 3):
-        l = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
-        u = l + 2 * torch.rand(2, 4, 3, generator=g, dtype=torch.float64)
-        l[0, 0, 0] = u[0, 0, 0] = 0.0  # degenerate neuron
-        l[1, 0, 0], u[1, 0, 0] = 0.0, 0.5  # active with l = 0
-        A = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
-        GA = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+        A, l, u, GA = _relu_back_case(g, S)
         Gd = torch.randn(2, S, generator=g, dtype=torch.float64)
         ins = [t.clone().requires_grad_(True) for t in (A, l, u)]
         out, d = _ReluBackCROWN.apply(*ins, False)[:2]
@@ -177,12 +184,7 @@ def test_relu_back_cut_point_value_and_gradient_match_autograd():
 
     g = torch.Generator().manual_seed(1)
     for S in (1, 3):
-        l = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
-        u = l + 2 * torch.rand(2, 4, 3, generator=g, dtype=torch.float64)
-        l[0, 0, 0] = u[0, 0, 0] = 0.0  # degenerate neuron
-        l[1, 0, 0], u[1, 0, 0] = 0.0, 0.5  # active with l = 0
-        A = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
-        GA = torch.randn(2, S, 4, 3, generator=g, dtype=torch.float64)
+        A, l, u, GA = _relu_back_case(g, S)
         Gd, Gc = torch.randn(2, 2, S, generator=g, dtype=torch.float64)
         for gc in (Gc, torch.zeros_like(Gc)):
             ins = [t.clone().requires_grad_(True) for t in (A, l, u)]

@@ -89,22 +89,18 @@ def _apply_spec_box(c, r, C):
     return cc, rr
 
 
-def ibp_forward(layers, c, r, C=None, relu_shrinkage=None, store=False, keep_bounds=True, boxes=None):
+def ibp_forward(layers, c, r, C=None, relu_shrinkage=None, store=False, keep_bounds=True):
     """Run IBP through parsed ``layers`` from the box (c, r).
 
     Returns ``(c_out, r_out, relu_bounds, input_bounds)`` where ``relu_bounds`` maps the index of each
     ReLU layer to its pre-activation bounds ``(l, u)`` (B, *shape) — always filled, used by CROWN-IBP —
     and ``input_bounds`` is the box after a leading Normalization (only if ``store``). With
     ``keep_bounds=False`` (plain IBP training) ``relu_bounds`` stays empty, saving two passes per ReLU.
-    ``boxes`` (a list, optional): receives the box ``(c, r)`` of every layer's *input*, in order (the
-    cut points of CROWN-IBP, :func:`ctbench.bounds.linear.backsub_lower`).
     """
     relu_bounds = {}
     input_bounds = None
     n = len(layers)
     for i, layer in enumerate(layers):
-        if boxes is not None:
-            boxes.append((c, r))
         if isinstance(layer, ReLULayer):
             if not keep_bounds:
                 c, r = _relu_box(c, r, relu_shrinkage)

@@ -219,23 +219,20 @@ def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_poi
     it (``|A·W| ≤ |A|·|W|``). The original concretizes at every layer; the maximum is the same. The
     cut is computed inside the ReLU relaxation (:class:`_ReluBackCROWN`), from tensors it has anyway.
     """
+    if cut_points and alphas is not None:
+        raise ValueError("cut_points are part of CROWN-IBP (adaptive slopes); alpha slopes take none")
     d_total = None
     best = None
     for i in range(upto - 1, -1, -1):
         layer = layers[i]
         if isinstance(layer, ReLULayer):
             l, u = relu_bounds[i]
-            alpha = None if alphas is None else alphas.get(i)
-            if cut_points and alpha is None and i + 1 < len(layers):
+            if cut_points and i + 1 < len(layers):
                 A, d, cut = _ReluBackCROWN.apply(A, l, u, True)
                 cut = cut if d_total is None else cut + d_total  # constants of the layers above
                 best = cut if best is None else torch.maximum(best, cut)
             else:
-                if cut_points and i + 1 < len(layers):  # alpha slopes: the cut on its own
-                    cut = box_min(A, (u.clamp(min=0) + l.clamp(min=0)) * 0.5, (u.clamp(min=0) - l.clamp(min=0)) * 0.5)
-                    cut = cut if d_total is None else cut + d_total
-                    best = cut if best is None else torch.maximum(best, cut)
-                A, d = relu_back(A, l, u, alpha)
+                A, d = relu_back(A, l, u, None if alphas is None else alphas.get(i))
         else:
             A, d = layer.back(A)
         if d is not None:
@@ -272,14 +269,14 @@ def _crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
     return lf.reshape(l.shape), uf.reshape(u.shape)
 
 
-def intermediate_bounds(layers, c_in, r_in, mode="IBP", relu_shrinkage=None, boxes=None):
+def intermediate_bounds(layers, c_in, r_in, mode="IBP", relu_shrinkage=None):
     """Pre-activation bounds of every ReLU: {layer index: (l, u)}; ``mode`` "IBP" or "CROWN".
 
     Also returns the IBP box (c, r) at the network output (used by loss fusion); with "CROWN" the
-    box is propagated from the tightened bounds. ``boxes`` (IBP mode): see :func:`ibp_forward`.
+    box is propagated from the tightened bounds.
     """
     if mode == "IBP":
-        c, r, relu_bounds, _ = ibp_forward(layers, c_in, r_in, None, relu_shrinkage, boxes=boxes)
+        c, r, relu_bounds, _ = ibp_forward(layers, c_in, r_in, None, relu_shrinkage)
         return relu_bounds, (c, r)
     relu_bounds = {}
     c, r = c_in, r_in
