@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ctbench.bounds import clean_forward_and_freeze_bn, compute_bounds, margin_spec, unfreeze_bn
+from ctbench.bounds import clean_forward_and_freeze_bn, compute_bounds, fused, margin_spec, unfreeze_bn
 from ctbench.config import resolve
 from ctbench.methods import create_method
 from ctbench.models import create_model
@@ -54,9 +54,11 @@ def test_bounds_on_cuda_equal_cpu_float64(method):
     assert bool((m >= lb.unsqueeze(0) - 1e-4).all()) and bool((m <= ub.unsqueeze(0) + 1e-4).all())
 
 
-@pytest.mark.parametrize("name", ["ibp", "crown_ibp", "sabr"])
-def test_training_step_on_cuda_equals_cpu_float64(name, monkeypatch):
-    """One full step (clean pass with BN statistics, robust loss, backward) on cuda float32 vs cpu float64."""
+@pytest.mark.parametrize("name,compiled", [("ibp", False), ("crown_ibp", False), ("sabr", False), ("crown_ibp", True)])
+def test_training_step_on_cuda_equals_cpu_float64(name, compiled, monkeypatch):
+    """One full step (clean pass with BN statistics, robust loss, backward) on cuda float32 vs cpu float64;
+    ``compiled``: the device under test runs the CROWN relaxation through torch.compile (CTBENCH_COMPILE=1,
+    Triton kernels on cuda), the float64 reference eagerly."""
     monkeypatch.setattr(torch, "rand_like", lambda t, **kw: torch.full_like(t, 0.5, **kw))  # attack starts
     cfg = resolve(("mnist", "0.1"), name, {"attack_steps": 2, "attack_restarts": 1, "model": "cnn_small"})
     x, y, _, _ = _box(32)
@@ -65,7 +67,11 @@ def test_training_step_on_cuda_equals_cpu_float64(name, monkeypatch):
         model = create_model("cnn_small", "mnist", init="ibp", seed=0).to(dev, dtype)
         method = create_method(cfg)
         model.zero_grad(set_to_none=True)
-        out = method.step(model, x.to(dev, dtype), y.to(dev), 0.05)
+        fused.set_compile(compiled and key == "dut")
+        try:
+            out = method.step(model, x.to(dev, dtype), y.to(dev), 0.05)
+        finally:
+            fused.set_compile(None)
         grads[key] = (out.loss, [p.grad.double().cpu() for p in model.parameters() if p.grad is not None])
     (l64, g64), (l32, g32) = grads["ref"], grads["dut"]
     assert l32 == pytest.approx(l64, rel=1e-3)

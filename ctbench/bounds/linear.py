@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from ctbench.bounds import fused
 from ctbench.bounds.ibp import _relu_box, ibp_forward
 from ctbench.bounds.layers import ReLULayer, _bdot, check_box, check_spec, parse_model
 
@@ -73,10 +74,18 @@ class _ReluBackCROWN(torch.autograd.Function):
     tensors the relaxation already has, no extra (B, S, *shape) tensor; its backward is folded into
     the relaxation's (``∂/∂A = relu(l) + 1[A < 0]·(relu(u) − relu(l))``, ``∂/∂l = Σ_S A⁺·1[l > 0]``,
     ``∂/∂u = Σ_S A⁻·1[u > 0]``). Without it the third output is an empty placeholder.
+
+    With ``CTBENCH_COMPILE=1`` (:mod:`ctbench.bounds.fused`) both directions run the same formulas
+    through ``torch.compile`` instead, saving only ``A, l, u``.
     """
 
     @staticmethod
     def forward(ctx, A, l, u, with_cut):
+        ctx.with_cut = with_cut
+        ctx.fused = fused.compile_enabled()
+        if ctx.fused:
+            ctx.save_for_backward(A, l, u)
+            return fused.fused_forward(A, l, u, with_cut)
         lc = l.clamp(max=0)
         uc = u.clamp(min=0)
         den = (uc - lc).clamp_(min=torch.finfo(u.dtype).tiny)
@@ -88,7 +97,6 @@ class _ReluBackCROWN(torch.autograd.Function):
         A_new = A * slope
         A_neg = A.clamp(max=0)
         d = _bdot(A_neg, t)
-        ctx.with_cut = with_cut
         if with_cut:
             lo = l.clamp(min=0)  # relu(l)
             w = uc - lo  # relu(u) − relu(l)
@@ -101,10 +109,15 @@ class _ReluBackCROWN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, G, g_d, g_cut):
-        A_neg, slope, lc, uc, den, s, t = ctx.saved_tensors[:7]
-        dA = dl = du = None
         # the cut's gradient is zero unless it is the largest bound of some row: then skip its terms
         use_cut = ctx.with_cut and bool(g_cut.any())
+        if ctx.fused:
+            A, l, u = ctx.saved_tensors
+            dA, dl, du = fused.fused_backward(A, l, u, G, g_d, g_cut, use_cut)
+            need = ctx.needs_input_grad
+            return dA if need[0] else None, dl if need[1] else None, du if need[2] else None, None
+        A_neg, slope, lc, uc, den, s, t = ctx.saved_tensors[:7]
+        dA = dl = du = None
         if use_cut:
             A, lo, w = ctx.saved_tensors[7:]
         neg = A_neg < 0
