@@ -17,6 +17,8 @@ auto_LiRPA LF CROWN-IBP     CrossEntropyWrapper loss fusion (auto_LiRPA's cifar_
 ctbench AM CROWN-IBP        clean_forward_and_freeze_bn + CROWN-IBP lower bounds of all K−1 margins with
                             CTBench's cut points + robust CE + backward (CROWN-IBP training without fusion)
 ctbench AM CROWN-IBP nocut  the same with ``cut_points=False``
+ctbench LF / AM ... compiled   the LF and AM rows with ``CTBENCH_COMPILE=1`` (``ctbench.bounds.fused``: the CROWN
+                            ReLU relaxation through ``torch.compile``; compiled during the warm-up round)
 auto_LiRPA AM CROWN-IBP     the same through auto_LiRPA (no cut points there)
 cert ctbench CROWN-IBP      eval, no_grad, lower bounds of the K−1 margins
 cert auto_LiRPA CROWN-IBP   the same through auto_LiRPA
@@ -50,6 +52,7 @@ import torch.nn.functional as F
 from ctbench.bounds import (
     clean_forward_and_freeze_bn,
     compute_bounds,
+    fused,
     lirpa,
     loss_fusion_crown_ibp,
     margin_spec,
@@ -73,6 +76,8 @@ TARGET_TEXT = {
     "ibp_speedup": "ctbench IBP >= 1.2x faster than auto_LiRPA's (issue 16)",
     "am_cut_cost": "all-margins CROWN-IBP step with cut points <= 1.15x the step without (issue 16)",
     "am_speedup": "ctbench all-margins CROWN-IBP step (cut points) >= 1.2x faster than auto_LiRPA's (issue 16)",
+    "lf_speedup_compiled": "ctbench LF CROWN-IBP, CTBENCH_COMPILE=1, >= 1.3x faster than auto_LiRPA's (issue 16)",
+    "am_speedup_compiled": "ctbench all-margins CROWN-IBP, CTBENCH_COMPILE=1, >= 1.2x faster than auto_LiRPA's",
 }
 
 
@@ -145,6 +150,16 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
 
         return step
 
+    def compiled(step):
+        def run():
+            fused.set_compile(True)
+            try:
+                step()
+            finally:
+                fused.set_compile(None)
+
+        return run
+
     def lirpa_am():
         zero()
         model.train()
@@ -181,6 +196,8 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
         "ctbench AM CROWN-IBP": ctbench_am(True),
         "ctbench AM CROWN-IBP nocut": ctbench_am(False),
         "auto_LiRPA AM CROWN-IBP": lirpa_am if have_lirpa else None,
+        "ctbench LF CROWN-IBP compiled": compiled(ctbench_lf),
+        "ctbench AM CROWN-IBP compiled": compiled(ctbench_am(True)),
         "cert ctbench CROWN-IBP": cert_ctbench,
         "cert auto_LiRPA CROWN-IBP": cert_lirpa if have_lirpa else None,
     }
@@ -240,6 +257,8 @@ def run(args) -> dict:
         "cert CROWN-IBP": speedup("cert ctbench CROWN-IBP", "cert auto_LiRPA CROWN-IBP"),
         "AM CROWN-IBP": speedup("ctbench AM CROWN-IBP", "auto_LiRPA AM CROWN-IBP"),
         "AM CROWN-IBP nocut": speedup("ctbench AM CROWN-IBP nocut", "auto_LiRPA AM CROWN-IBP"),
+        "LF CROWN-IBP compiled": speedup("ctbench LF CROWN-IBP compiled", "auto_LiRPA LF CROWN-IBP"),
+        "AM CROWN-IBP compiled": speedup("ctbench AM CROWN-IBP compiled", "auto_LiRPA AM CROWN-IBP"),
     }
     cut_cost = rows["ctbench AM CROWN-IBP"]["median_s"] / rows["ctbench AM CROWN-IBP nocut"]["median_s"]
     targets = {
@@ -251,6 +270,10 @@ def run(args) -> dict:
         "ibp_speedup": None if speedups["IBP"] is None else speedups["IBP"] >= 1.2,
         "am_cut_cost": cut_cost <= 1.15,
         "am_speedup": None if speedups["AM CROWN-IBP"] is None else speedups["AM CROWN-IBP"] >= 1.2,
+        "lf_speedup_compiled": None if speedups["LF CROWN-IBP compiled"] is None
+        else speedups["LF CROWN-IBP compiled"] >= 1.3,
+        "am_speedup_compiled": None if speedups["AM CROWN-IBP compiled"] is None
+        else speedups["AM CROWN-IBP compiled"] >= 1.2,
     }
     return {
         "machine": machine_info(device),

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# GPU check of ctbench (issue 16), about 5 minutes on one GPU; run it whenever a GPU is available and record
+# GPU check of ctbench (issue 16), about 5-8 minutes on one GPU; run it whenever a GPU is available and record
 # its output in benchmarks/README.md ("GPU"):
 #   bash benchmarks/device.sh [OUT_DIR]          # from the repository root; OUT_DIR default: $OUT or ./device-out
 # 1. CUDA correctness: tests/test_cuda.py (bound engine and training steps on cuda vs CPU float64);
 # 2. bound-engine speed on the GPU: benchmarks/bounds.py --device cuda (CNN7, CIFAR shapes, batch 128);
 # 3. training speed: CNN7 IBP on the embedded mnist_mini (6,000 images) for 2 epochs, seconds per epoch
-#    (x10 for full MNIST) -> the projected GPU-hours table in benchmarks/README.md.
+#    (x10 for full MNIST), the end-to-end check of the projection below;
+# 4. projected GPU-hours of the paper grid (config/config.yaml) per setting and stage: benchmarks/grid_cost.py
+#    measures every method's training step per setting (train) and the certify/attack per-sample costs.
 # Needs torch with CUDA, and ctbench's pure-Python dependencies (pyyaml, jsonschema, h5py, pandas, tqdm, ...).
 # On a machine without internet, fetch missing wheels here first (benchmarks/device-wheels.sh puts them in
 # .whl/) and carry that folder: this script installs them into /tmp/site when it finds it.
@@ -35,5 +37,10 @@ timeout 240 $py -m ctbench train --dataset mnist_mini --eps 0.1 --method ibp --m
   --set epochs=2 --set eps_end_epoch=1 --set lr_milestones=[] --no-select --out /tmp/ctbench-device-train \
   2>&1 | tee "$out/train-cnn7-ibp.txt" || status=1
 cp /tmp/ctbench-device-train/train/history.csv "$out/train-history.csv" 2>/dev/null || true
+echo "== 4. grid_cost.py --device cuda (paper grid, projected GPU-hours)"
+timeout 150 $py benchmarks/grid_cost.py --device cuda --stages train --repeats 3 --json > "$out/grid-cost-train.json" \
+  2> >(tee "$out/grid-cost-train.log" >&2) || status=1
+timeout 90 $py benchmarks/grid_cost.py --device cuda --stages certify,attack --methods ibp --cert-batch 8 --repeats 1 \
+  2>&1 | tee "$out/grid-cost-certify.txt" || status=1
 echo "device.sh: done (status $status); outputs in $out"
 exit $status

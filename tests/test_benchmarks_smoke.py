@@ -1,4 +1,4 @@
-"""Smoke test of ``benchmarks/bounds.py``: the ``--small`` run works; its JSON has the documented keys."""
+"""Smoke tests of the benchmarks: `bounds.py --small` (its JSON has the documented keys) and `grid_cost.py`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {
@@ -19,6 +21,8 @@ ROWS = {
     "ctbench AM CROWN-IBP",
     "ctbench AM CROWN-IBP nocut",
     "auto_LiRPA AM CROWN-IBP",
+    "ctbench LF CROWN-IBP compiled",
+    "ctbench AM CROWN-IBP compiled",
 }
 
 
@@ -33,9 +37,11 @@ def test_bounds_benchmark_small_json():
     assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "targets"}
     assert {"cpu", "cores", "torch", "device"} <= set(res["machine"])
     assert set(res["results"]) == ROWS
-    assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut"}
+    assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut",
+                                    "LF CROWN-IBP compiled", "AM CROWN-IBP compiled"}
     assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup",
-                                   "ibp_speedup", "am_cut_cost", "am_speedup"}
+                                   "ibp_speedup", "am_cut_cost", "am_speedup", "lf_speedup_compiled",
+                                   "am_speedup_compiled"}
     assert res["cut_point_cost"] > 0
     std = res["results"]["standard"]
     assert std["ratio"] == 1.0 and std["median_s"] > 0 and len(std["times_s"]) == 1
@@ -44,3 +50,44 @@ def test_bounds_benchmark_small_json():
             assert name.startswith(("auto_LiRPA", "cert auto_LiRPA")) and not res["config"]["auto_lirpa"]
         else:
             assert row["median_s"] > 0
+
+
+def test_grid_cost_projects_measured_steps(tmp_path):
+    """``benchmarks/grid_cost.py`` on the CI grid with a complete stage added: every Table 1 group is
+    measured once, and the hours follow from the measured seconds, the epochs, the seeds and the limits."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    cfg["certify"] = {"stages": ["IBP", "CROWN-IBP", "PGD", "BaB"], "timeout": 5, "n": 100, "batch": 100,
+                      "complete_samples": {"standard": 10}, "falsifier": {"steps": 5, "restarts": 1}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "grid_cost.py"), "--config", str(tmp_path / "grid.yaml"),
+         "--json", "--repeats", "1", "--cert-batch", "2", "--threads", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"standard", "ibp"}
+    for r in rows.values():
+        assert r["seeds"] == 2 and r["epochs"] == 2 and r["batch_size"] == 100 and r["step_s"] > 0
+        assert set(r["certify_s_per_sample"]) == {"IBP", "CROWN-IBP", "PGD"}
+        assert r["train_h_per_seed"] * 3600 / r["epochs"] == pytest.approx(r["epoch_s"])
+        assert r["certify_bound_stages_h"] * 3600 == pytest.approx(100 * sum(r["certify_s_per_sample"].values()))
+    # the complete stage: timeout x 1 % of the samples that may reach it (standard: the first 10 only)
+    assert rows["ibp"]["complete_h_per_pct"] * 3600 == pytest.approx(0.01 * 100 * 5)
+    assert rows["standard"]["complete_h_per_pct"] * 3600 == pytest.approx(0.01 * 10 * 5)
+    (total,) = res["totals"].values()
+    assert total["train_h"] == pytest.approx(sum(r["train_h_per_seed"] * 2 for r in rows.values()))
+    assert total["attack_h"] == pytest.approx(sum(r["attack_h"] * 2 for r in rows.values()))
+
+
+def test_grid_cost_bad_filter_one_line():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "grid_cost.py"), "--config", "config/ci.yaml",
+         "--methods", "nope"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "grid_cost.py: error: no Table 1 cell matches --settings/--methods"
