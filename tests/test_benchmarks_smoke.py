@@ -23,6 +23,7 @@ ROWS = {
     "auto_LiRPA AM CROWN-IBP",
     "ctbench LF CROWN-IBP compiled",
     "ctbench AM CROWN-IBP compiled",
+    "ctbench AM CROWN-IBP nocut compiled",
 }
 
 
@@ -34,15 +35,16 @@ def test_bounds_benchmark_small_json():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
-    assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "targets"}
+    assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "cut_point_cost_compiled",
+                        "targets"}
     assert {"cpu", "cores", "torch", "device"} <= set(res["machine"])
     assert set(res["results"]) == ROWS
     assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut",
                                     "LF CROWN-IBP compiled", "AM CROWN-IBP compiled"}
     assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup",
                                    "ibp_speedup", "am_cut_cost", "am_speedup", "lf_speedup_compiled",
-                                   "am_speedup_compiled"}
-    assert res["cut_point_cost"] > 0
+                                   "am_speedup_compiled", "am_cut_cost_compiled"}
+    assert res["cut_point_cost"] > 0 and res["cut_point_cost_compiled"] > 0
     std = res["results"]["standard"]
     assert std["ratio"] == 1.0 and std["median_s"] > 0 and len(std["times_s"]) == 1
     for name, row in res["results"].items():
