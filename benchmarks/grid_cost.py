@@ -43,7 +43,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +57,7 @@ from ctbench.methods.base import input_box
 from ctbench.models import create_model, input_spec_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bounds import machine_info  # noqa: E402  (benchmarks/bounds.py)
+from bounds import machine_info, timed  # noqa: E402  (benchmarks/bounds.py)
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +76,8 @@ TOTALS = {"train_h": "train_h_per_seed", "certify_bound_stages_h": "certify_boun
 
 def median_time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call (CUDA-synchronized)."""
-    def once():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
-    once()
-    return statistics.median(once() for _ in range(repeats))
+    fn()
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def random_batch(spec, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
