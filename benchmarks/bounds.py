@@ -18,9 +18,10 @@ ctbench AM CROWN-IBP        clean_forward_and_freeze_bn + CROWN-IBP lower bounds
                             CTBench's cut points + robust CE + backward (CROWN-IBP training without fusion)
 ctbench AM CROWN-IBP nocut  the same with ``cut_points=False``
 auto_LiRPA AM CROWN-IBP     the same through auto_LiRPA (no cut points there)
-ctbench ... compiled        the LF and AM (cut / nocut) rows with ``CTBENCH_COMPILE=1``
-                            (``ctbench.bounds.fused``: the CROWN ReLU relaxation through ``torch.compile``,
-                            compiled during the warm-up round)
+ctbench ... eager           the LF and AM (cut / nocut) rows with ``CTBENCH_COMPILE=0``; the rows without
+                            the suffix run as the environment says (default ``auto``: at CNN7's size
+                            the CROWN ReLU relaxation runs through ``torch.compile``, compiled during
+                            the warm-up round; ``ctbench.bounds.fused``)
 cert ctbench CROWN-IBP      eval, no_grad, lower bounds of the K−1 margins
 cert auto_LiRPA CROWN-IBP   the same through auto_LiRPA
 ==========================  ===================================================================
@@ -77,9 +78,9 @@ TARGET_TEXT = {
     "ibp_speedup": "ctbench IBP >= 1.2x faster than auto_LiRPA's (issue 16)",
     "am_cut_cost": "all-margins CROWN-IBP step with cut points <= 1.15x the step without (issue 16)",
     "am_speedup": "ctbench all-margins CROWN-IBP step (cut points) >= 1.2x faster than auto_LiRPA's (issue 16)",
-    "lf_speedup_compiled": "ctbench LF CROWN-IBP, CTBENCH_COMPILE=1, >= 1.3x faster than auto_LiRPA's (issue 16)",
-    "am_speedup_compiled": "ctbench all-margins CROWN-IBP, CTBENCH_COMPILE=1, >= 1.2x faster than auto_LiRPA's",
-    "am_cut_cost_compiled": "all-margins step with cut points <= 1.15x the step without, CTBENCH_COMPILE=1",
+    "lf_speedup_eager": "ctbench LF CROWN-IBP, CTBENCH_COMPILE=0, >= 1.3x faster than auto_LiRPA's",
+    "am_speedup_eager": "ctbench all-margins CROWN-IBP, CTBENCH_COMPILE=0, >= 1.2x faster than auto_LiRPA's",
+    "am_cut_cost_eager": "all-margins step with cut points <= 1.15x the step without, CTBENCH_COMPILE=0",
 }
 
 
@@ -152,9 +153,9 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
 
         return step
 
-    def compiled(step):
+    def eager(step):
         def run():
-            fused.set_compile(True)
+            fused.set_compile(False)
             try:
                 step()
             finally:
@@ -198,9 +199,9 @@ def make_steps(model, x, y, lower, upper, have_lirpa: bool) -> dict[str, Callabl
         "ctbench AM CROWN-IBP": ctbench_am(True),
         "ctbench AM CROWN-IBP nocut": ctbench_am(False),
         "auto_LiRPA AM CROWN-IBP": lirpa_am if have_lirpa else None,
-        "ctbench LF CROWN-IBP compiled": compiled(ctbench_lf),
-        "ctbench AM CROWN-IBP compiled": compiled(ctbench_am(True)),
-        "ctbench AM CROWN-IBP nocut compiled": compiled(ctbench_am(False)),
+        "ctbench LF CROWN-IBP eager": eager(ctbench_lf),
+        "ctbench AM CROWN-IBP eager": eager(ctbench_am(True)),
+        "ctbench AM CROWN-IBP nocut eager": eager(ctbench_am(False)),
         "cert ctbench CROWN-IBP": cert_ctbench,
         "cert auto_LiRPA CROWN-IBP": cert_lirpa if have_lirpa else None,
     }
@@ -232,6 +233,18 @@ def run(args) -> dict:
     steps = make_steps(model, x, y, lower, upper, have_lirpa)
     active = {k: f for k, f in steps.items() if f is not None}
 
+    real_forward, compiled_calls = fused.fused_forward, []
+
+    def counted_forward(*a, **kw):  # did the default rows take the compiled path? (warm-up only)
+        compiled_calls.append(1)
+        return real_forward(*a, **kw)
+
+    fused.fused_forward = counted_forward
+    try:
+        active["ctbench LF CROWN-IBP"]()
+    finally:
+        fused.fused_forward = real_forward
+    default_compiled = bool(compiled_calls)
     for fn in active.values():  # warm-up (auto_LiRPA builds its graphs here)
         fn()
     times: dict[str, list[float]] = {k: [] for k in active}
@@ -260,12 +273,12 @@ def run(args) -> dict:
         "cert CROWN-IBP": speedup("cert ctbench CROWN-IBP", "cert auto_LiRPA CROWN-IBP"),
         "AM CROWN-IBP": speedup("ctbench AM CROWN-IBP", "auto_LiRPA AM CROWN-IBP"),
         "AM CROWN-IBP nocut": speedup("ctbench AM CROWN-IBP nocut", "auto_LiRPA AM CROWN-IBP"),
-        "LF CROWN-IBP compiled": speedup("ctbench LF CROWN-IBP compiled", "auto_LiRPA LF CROWN-IBP"),
-        "AM CROWN-IBP compiled": speedup("ctbench AM CROWN-IBP compiled", "auto_LiRPA AM CROWN-IBP"),
+        "LF CROWN-IBP eager": speedup("ctbench LF CROWN-IBP eager", "auto_LiRPA LF CROWN-IBP"),
+        "AM CROWN-IBP eager": speedup("ctbench AM CROWN-IBP eager", "auto_LiRPA AM CROWN-IBP"),
     }
     cut_cost = rows["ctbench AM CROWN-IBP"]["median_s"] / rows["ctbench AM CROWN-IBP nocut"]["median_s"]
-    cut_cost_compiled = (rows["ctbench AM CROWN-IBP compiled"]["median_s"]
-                         / rows["ctbench AM CROWN-IBP nocut compiled"]["median_s"])
+    cut_cost_eager = (rows["ctbench AM CROWN-IBP eager"]["median_s"]
+                      / rows["ctbench AM CROWN-IBP nocut eager"]["median_s"])
     targets = {
         "ibp_ratio": rows["ctbench IBP"]["ratio"] <= 2.1,
         "ibp_vs_lirpa": None if speedups["IBP"] is None else speedups["IBP"] >= 1.0,
@@ -274,22 +287,23 @@ def run(args) -> dict:
         "cert_speedup": None if speedups["cert CROWN-IBP"] is None else speedups["cert CROWN-IBP"] >= 1.3,
         "ibp_speedup": None if speedups["IBP"] is None else speedups["IBP"] >= 1.2,
         "am_cut_cost": cut_cost <= 1.15,
-        "am_cut_cost_compiled": cut_cost_compiled <= 1.15,
+        "am_cut_cost_eager": cut_cost_eager <= 1.15,
         "am_speedup": None if speedups["AM CROWN-IBP"] is None else speedups["AM CROWN-IBP"] >= 1.2,
-        "lf_speedup_compiled": None if speedups["LF CROWN-IBP compiled"] is None
-        else speedups["LF CROWN-IBP compiled"] >= 1.3,
-        "am_speedup_compiled": None if speedups["AM CROWN-IBP compiled"] is None
-        else speedups["AM CROWN-IBP compiled"] >= 1.2,
+        "lf_speedup_eager": None if speedups["LF CROWN-IBP eager"] is None
+        else speedups["LF CROWN-IBP eager"] >= 1.3,
+        "am_speedup_eager": None if speedups["AM CROWN-IBP eager"] is None
+        else speedups["AM CROWN-IBP eager"] >= 1.2,
     }
     return {
         "machine": machine_info(device),
         "config": {"model": "cnn7" + ("-small" if args.small else ""), "input": list(spec.shape),
                    "batch": batch, "eps": args.eps, "repeats": args.repeats, "bn": "train, clean-batch stats",
-                   "auto_lirpa": have_lirpa},
+                   "auto_lirpa": have_lirpa, "compile": fused.mode(),
+                   "auto_min_elements": fused.AUTO_MIN_ELEMENTS, "default_rows_compiled": default_compiled},
         "results": rows,
         "speedups": speedups,
         "cut_point_cost": cut_cost,
-        "cut_point_cost_compiled": cut_cost_compiled,
+        "cut_point_cost_eager": cut_cost_eager,
         "targets": targets,
     }
 
@@ -299,7 +313,8 @@ def print_report(res: dict) -> None:
     print(f"machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), device {m['device']}, "
           f"torch {m['torch']}, {m['date_utc']}")
     print(f"model {c['model']} input {c['input']} batch {c['batch']} eps {c['eps']:.5f}, "
-          f"median of {c['repeats']} (interleaved, after warm-up)")
+          f"median of {c['repeats']} (interleaved, after warm-up); CTBENCH_COMPILE={c['compile']}: rows "
+          f"without 'eager' {'ran' if c['default_rows_compiled'] else 'did not run'} the compiled relaxation")
     print(f"{'row':28s} {'median s':>10s} {'x standard':>11s}")
     for name, row in res["results"].items():
         if row is None:
@@ -310,7 +325,7 @@ def print_report(res: dict) -> None:
     for name, s in res["speedups"].items():
         print(f"  {name:26s} " + ("unavailable" if s is None else f"{s:.2f}x"))
     print(f"cut points in the all-margins step: {res['cut_point_cost']:.2f}x the step without "
-          f"({res['cut_point_cost_compiled']:.2f}x with CTBENCH_COMPILE=1)")
+          f"({res['cut_point_cost_eager']:.2f}x with CTBENCH_COMPILE=0)")
     print("targets:")
     for key, ok in res["targets"].items():
         print(f"  [{'n/a' if ok is None else ('ok' if ok else 'MISSED')}] {TARGET_TEXT[key]}")

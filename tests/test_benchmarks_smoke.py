@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ ROWS = {
     "ctbench AM CROWN-IBP",
     "ctbench AM CROWN-IBP nocut",
     "auto_LiRPA AM CROWN-IBP",
-    "ctbench LF CROWN-IBP compiled",
-    "ctbench AM CROWN-IBP compiled",
-    "ctbench AM CROWN-IBP nocut compiled",
+    "ctbench LF CROWN-IBP eager",
+    "ctbench AM CROWN-IBP eager",
+    "ctbench AM CROWN-IBP nocut eager",
 }
 
 
@@ -32,19 +33,22 @@ def test_bounds_benchmark_small_json():
         [sys.executable, str(ROOT / "benchmarks" / "bounds.py"), "--small", "--json", "--repeats", "1",
          "--threads", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "CTBENCH_COMPILE"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
-    assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "cut_point_cost_compiled",
+    # default CTBENCH_COMPILE=auto: the tiny network stays below the size where compiling pays
+    assert res["config"]["compile"] == "auto" and res["config"]["default_rows_compiled"] is False
+    assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "cut_point_cost_eager",
                         "targets"}
     assert {"cpu", "cores", "torch", "device"} <= set(res["machine"])
     assert set(res["results"]) == ROWS
     assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut",
-                                    "LF CROWN-IBP compiled", "AM CROWN-IBP compiled"}
+                                    "LF CROWN-IBP eager", "AM CROWN-IBP eager"}
     assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup",
-                                   "ibp_speedup", "am_cut_cost", "am_speedup", "lf_speedup_compiled",
-                                   "am_speedup_compiled", "am_cut_cost_compiled"}
-    assert res["cut_point_cost"] > 0 and res["cut_point_cost_compiled"] > 0
+                                   "ibp_speedup", "am_cut_cost", "am_speedup", "lf_speedup_eager",
+                                   "am_speedup_eager", "am_cut_cost_eager"}
+    assert res["cut_point_cost"] > 0 and res["cut_point_cost_eager"] > 0
     std = res["results"]["standard"]
     assert std["ratio"] == 1.0 and std["median_s"] > 0 and len(std["times_s"]) == 1
     for name, row in res["results"].items():

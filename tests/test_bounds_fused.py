@@ -1,12 +1,16 @@
-"""The opt-in compiled CROWN relaxation (``CTBENCH_COMPILE=1``, ``ctbench/bounds/fused.py``; issue 16).
+"""The compiled CROWN relaxation (``CTBENCH_COMPILE``, ``ctbench/bounds/fused.py``; issue 16).
 
 Its formulas equal the eager relaxation's (values and autograd gradients, including stable, dead and
 degenerate neurons and the cut points); compiled through ``torch.compile`` they give the same CROWN-IBP
 bounds (with cut points), loss-fusion losses and parameter gradients as the eager engine, and the
-bounds hold at sampled points. The switch reads the environment and refuses unknown values.
+bounds hold at sampled points. The switch reads the environment and refuses unknown values; by default
+(``auto``) training steps run compiled and no-grad certification eagerly, and a compile failure falls
+back to the eager engine with one warning (an error under ``CTBENCH_COMPILE=1``).
 """
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -27,7 +31,8 @@ SPEC = InputSpec((3, 16, 16), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), name="sma
 
 
 @pytest.fixture(autouse=True)
-def _follow_environment():
+def _follow_environment(monkeypatch):
+    monkeypatch.setattr(fused, "_failure", None)  # a failure recorded by a test stays in that test
     yield
     fused.set_compile(None)
 
@@ -161,14 +166,73 @@ def test_compiled_certification_bounds_equal_eager_and_hold(method, monkeypatch)
 
 def test_switch_follows_environment_and_override(monkeypatch):
     monkeypatch.delenv(fused.ENV, raising=False)
-    assert not fused.compile_enabled()
+    assert fused.mode() == "auto"
+    big, small = fused.AUTO_MIN_ELEMENTS, fused.AUTO_MIN_ELEMENTS - 1
+    assert fused.use_compiled(True, big) and not fused.use_compiled(False, big)
+    assert not fused.use_compiled(True, small)
+    for value, want in (("auto", "auto"), ("1", "on"), ("on", "on"), ("0", "off"), (" OFF ", "off")):
+        monkeypatch.setenv(fused.ENV, value)
+        assert fused.mode() == want
     monkeypatch.setenv(fused.ENV, "1")
-    assert fused.compile_enabled()
+    assert fused.use_compiled(False, 1)  # "1" compiles certification and small calls too
     monkeypatch.setenv(fused.ENV, "0")
-    assert not fused.compile_enabled()
+    assert not fused.use_compiled(True, big)
     fused.set_compile(True)
-    assert fused.compile_enabled()
+    assert fused.mode() == "on"
     fused.set_compile(None)
     monkeypatch.setenv(fused.ENV, "maybe")
-    with pytest.raises(CTBenchError, match="CTBENCH_COMPILE='maybe': expected 1"):
-        fused.compile_enabled()
+    with pytest.raises(CTBenchError, match="CTBENCH_COMPILE='maybe': expected auto"):
+        fused.mode()
+
+
+def test_default_compiles_large_training_calls_only(monkeypatch):
+    monkeypatch.delenv(fused.ENV, raising=False)
+    model, x, y, lower, upper = _net_and_box()
+    calls = _spy(monkeypatch)
+    _train_step(model, x, y, lower, upper, "loss fusion", compiled=None)
+    assert calls == {"forward": 0, "backward": 0}  # a small network: below AUTO_MIN_ELEMENTS
+    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 6 * 8 * 16 * 16)  # A (B=6, S=1, 8, 16, 16) qualifies
+    _train_step(model, x, y, lower, upper, "loss fusion", compiled=None)
+    assert calls["forward"] == calls["backward"] == 2  # the two full-resolution conv ReLUs, not the rest
+    calls.update(forward=0, backward=0)
+    model.eval()
+    with torch.no_grad():
+        compute_bounds(model, lower, upper, "CROWN-IBP", margin_spec(y, 10, dtype=x.dtype))
+    assert calls == {"forward": 0, "backward": 0}
+
+
+def _broken_compiler(monkeypatch):
+    def compile_fails(fn):
+        def run(*args):
+            raise RuntimeError("Cannot find a working triton installation\n(more lines)")
+        return run
+
+    monkeypatch.setattr(fused, "_compiled", compile_fails)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
+    monkeypatch.delenv(fused.ENV, raising=False)
+    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 1)
+    model, x, y, lower, upper = _net_and_box()
+    b_eager, g_eager = _train_step(model, x, y, lower, upper, "all margins with cut points", compiled=False)
+    _broken_compiler(monkeypatch)
+    calls = _spy(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="ctbench.bounds.fused"):
+        for _ in range(2):
+            b, g = _train_step(model, x, y, lower, upper, "all margins with cut points", compiled=None)
+            torch.testing.assert_close(b, b_eager, rtol=1e-10, atol=1e-10)
+            for a, c in zip(g_eager, g, strict=True):
+                torch.testing.assert_close(c, a, rtol=1e-9, atol=1e-12)
+    warnings = [r for r in caplog.records if "continuing eagerly" in r.getMessage()]
+    assert len(warnings) == 1 and "working triton" in warnings[0].getMessage()
+    assert calls == {"forward": 1, "backward": 1}  # the failed call finished uncompiled; then eager only
+    assert not fused.use_compiled(True, 10**9)
+
+
+def test_compile_failure_is_an_error_when_forced(monkeypatch):
+    monkeypatch.setenv(fused.ENV, "1")
+    _broken_compiler(monkeypatch)
+    model, x, y, lower, upper = _net_and_box()
+    with pytest.raises(CTBenchError, match=r"CTBENCH_COMPILE=1 but torch.compile .* failed \(RuntimeError: "
+                       r"Cannot find a working triton installation\); set CTBENCH_COMPILE=0"):
+        _train_step(model, x, y, lower, upper, "loss fusion", compiled=None)

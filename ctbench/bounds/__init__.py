@@ -20,8 +20,9 @@ statistics recorded by :func:`clean_forward_and_freeze_bn` / :func:`bn_stats_fro
 al. 2021's warm-up regularizer and SABR's ``relu_shrinkage``), :func:`margin_spec`,
 :func:`robust_ce_from_margin_bounds`, :func:`loss_fusion_crown_ibp` (Xu et al. 2020).
 
-``CTBENCH_COMPILE=1`` (or :func:`ctbench.bounds.fused.set_compile`) runs the CROWN ReLU relaxation — most
-of a CROWN-IBP step's elementwise work — through ``torch.compile`` (``fused.py``; opt-in).
+``CTBENCH_COMPILE`` (or :func:`ctbench.bounds.fused.set_compile`) decides whether the CROWN ReLU
+relaxation — most of a CROWN-IBP step's elementwise work — runs through ``torch.compile`` (``fused.py``;
+default ``auto``: large training calls compiled, certification eager).
 
 Shapes: input box ``lower``/``upper`` (B, *input); specification ``C`` (B, S, K); bounds (B, S),
 or (B, K) for the logits when ``C`` is None. Works in float32 and float64 (dtype of inputs and model).

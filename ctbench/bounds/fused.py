@@ -1,4 +1,4 @@
-"""Opt-in ``torch.compile`` of the CROWN ReLU relaxation (issue 16): ``CTBENCH_COMPILE=1``.
+"""``torch.compile`` of the CROWN ReLU relaxation (issue 16); on for training by default.
 
 The relaxation of :class:`ctbench.bounds.linear._ReluBackCROWN` (CROWN-IBP training and certification,
 Zhang et al. 2020) is pure elementwise arithmetic plus per-row reductions over tensors of the
@@ -8,11 +8,21 @@ the backward, which is ~40 % of a loss-fusion CROWN-IBP step on CNN7 at batch 12
 that math written once, without saved intermediates: the forward keeps only ``A, l, u`` and the
 backward recomputes the slopes inside its fused loops, so the compiled path also holds less memory.
 
-Switch: the environment variable ``CTBENCH_COMPILE`` (``1`` on, unset / ``0`` off; read at each call, so
-Snakemake and SLURM jobs inherit it) or :func:`set_compile` (overrides the environment; ``None`` defers
-to it again). Off by default: the first call per shape compiles for seconds (CPU: a C++ compiler is
-needed; CUDA: Triton), and results differ from the eager path only by float rounding in the row sums
-(tests/test_bounds_fused.py checks values and gradients against the eager relaxation).
+Switch: the environment variable ``CTBENCH_COMPILE`` (read at each call, so Snakemake and SLURM jobs
+inherit it) or :func:`set_compile` (overrides the environment; ``None`` defers to it again):
+
+* ``auto`` (default, also when unset): compiled where gradients flow (CROWN-IBP *training* steps,
+  ~2× faster on CPU for CNN7) and the coefficients have at least :data:`AUTO_MIN_ELEMENTS` entries;
+  eager for small networks and batches (where the fused loops save microseconds per step but the
+  first compile costs 6–20 s per process) and in ``no_grad`` certification, whose code path stays
+  the one the soundness tests exercise most. If compiling fails (no C++ compiler for CPU, no Triton
+  for CUDA, ...) one warning is logged and the process continues eagerly;
+* ``1``: compiled everywhere, certification included; a compile failure is an error;
+* ``0``: never compiled.
+
+The first call per dtype and shape class compiles for seconds; results differ from the eager path
+only by float rounding in the row sums (tests/test_bounds_fused.py checks values and gradients
+against the eager relaxation).
 
 Shapes: ``A`` (B, S, *shape) coefficients of a linear function of the ReLU's output, ``l``, ``u``
 (B, *shape) its pre-activation bounds; per-row outputs (B, S).
@@ -21,6 +31,7 @@ Shapes: ``A`` (B, S, *shape) coefficients of a linear function of the ReLU's out
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
@@ -28,7 +39,16 @@ import torch
 from ctbench.errors import CTBenchError
 
 ENV = "CTBENCH_COMPILE"
+MODES = ("auto", "on", "off")
+_ENV_VALUES = {"": "auto", "auto": "auto", "1": "on", "true": "on", "yes": "on", "on": "on",
+               "0": "off", "false": "off", "no": "off", "off": "off"}
+#: ``auto`` compiles a relaxation call whose ``A`` has at least this many elements (CNN7 at batch 128:
+#: 6.4 M on MNIST for the first ReLU in loss fusion; the small test and demo networks stay below).
+AUTO_MIN_ELEMENTS = 2**20
 _override: bool | None = None
+_failure: str | None = None  # why compiling failed in this process ("auto" then stays eager)
+
+logger = logging.getLogger(__name__)
 
 
 def set_compile(flag: bool | None) -> None:
@@ -37,16 +57,41 @@ def set_compile(flag: bool | None) -> None:
     _override = flag
 
 
-def compile_enabled() -> bool:
-    """Whether the CROWN relaxation runs through ``torch.compile`` now (see module docstring)."""
+def mode() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``: the override of :func:`set_compile`, else ``$CTBENCH_COMPILE``."""
     if _override is not None:
-        return _override
+        return "on" if _override else "off"
     value = os.environ.get(ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise CTBenchError(f"{ENV}={value!r}: expected 1 (compile the CROWN relaxation) or 0")
+    if value not in _ENV_VALUES:
+        raise CTBenchError(f"{ENV}={value!r}: expected auto (default), 1 (always compile) or 0 (never)")
+    return _ENV_VALUES[value]
+
+
+def use_compiled(training: bool, numel: int) -> bool:
+    """Whether a relaxation call runs compiled now; ``training``: gradients flow through it;
+    ``numel``: the number of elements of its coefficients ``A``."""
+    m = mode()
+    if m == "auto":
+        return training and numel >= AUTO_MIN_ELEMENTS and _failure is None
+    return m == "on"
+
+
+def _call(name, fn, *args):
+    """Run compiled ``fn``; under ``auto`` a compile failure logs once and runs ``fn`` eagerly."""
+    global _failure
+    if _failure is None or mode() == "on":
+        try:
+            return _compiled(fn)(*args)
+        except Exception as e:  # compiler/toolchain errors surface here, at the first call
+            why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            if mode() == "on":
+                raise CTBenchError(
+                    f"{ENV}=1 but torch.compile of the CROWN relaxation failed ({why}); set {ENV}=0 or auto"
+                ) from e
+            _failure = why
+            logger.warning("torch.compile of the CROWN relaxation failed in %s (%s); continuing eagerly "
+                           "(set %s=0 to skip the attempt)", name, _failure, ENV)
+    return fn(*args)
 
 
 def _rowdot(X: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -141,8 +186,8 @@ def _compiled(fn):
 def fused_forward(A, l, u, with_cut: bool):
     """Compiled :func:`relax_forward`: ``(A' (B, S, *shape), d (B, S), cut (B, S) or empty)``."""
     B, S = A.shape[:2]
-    fn = _compiled(_forward_cut if with_cut else _forward_plain)
-    A_new, d, cut = fn(A.reshape(B, S, -1), l.reshape(B, -1), u.reshape(B, -1))
+    fn = _forward_cut if with_cut else _forward_plain
+    A_new, d, cut = _call("forward", fn, A.reshape(B, S, -1), l.reshape(B, -1), u.reshape(B, -1))
     return A_new.reshape(A.shape), d, cut
 
 
@@ -151,7 +196,7 @@ def fused_backward(A, l, u, G, g_d, g_cut, use_cut: bool):
     B, S = A.shape[:2]
     flat = (A.reshape(B, S, -1), l.reshape(B, -1), u.reshape(B, -1), G.reshape(B, S, -1), g_d)
     if use_cut:
-        dA, dl, du = _compiled(_backward_cut)(*flat, g_cut)
+        dA, dl, du = _call("backward", _backward_cut, *flat, g_cut)
     else:
-        dA, dl, du = _compiled(_backward_plain)(*flat)
+        dA, dl, du = _call("backward", _backward_plain, *flat)
     return dA.reshape(A.shape), dl.reshape(l.shape), du.reshape(u.shape)

@@ -75,14 +75,14 @@ class _ReluBackCROWN(torch.autograd.Function):
     the relaxation's (``∂/∂A = relu(l) + 1[A < 0]·(relu(u) − relu(l))``, ``∂/∂l = Σ_S A⁺·1[l > 0]``,
     ``∂/∂u = Σ_S A⁻·1[u > 0]``). Without it the third output is an empty placeholder.
 
-    With ``CTBENCH_COMPILE=1`` (:mod:`ctbench.bounds.fused`) both directions run the same formulas
-    through ``torch.compile`` instead, saving only ``A, l, u``.
+    ``compiled`` (chosen by :func:`_relu_back_crown` from ``CTBENCH_COMPILE``, :mod:`ctbench.bounds.fused`):
+    both directions run the same formulas through ``torch.compile`` instead, saving only ``A, l, u``.
     """
 
     @staticmethod
-    def forward(ctx, A, l, u, with_cut):
+    def forward(ctx, A, l, u, with_cut, compiled=False):
         ctx.with_cut = with_cut
-        ctx.fused = fused.compile_enabled()
+        ctx.fused = compiled
         if ctx.fused:
             ctx.save_for_backward(A, l, u)
             return fused.fused_forward(A, l, u, with_cut)
@@ -115,7 +115,7 @@ class _ReluBackCROWN(torch.autograd.Function):
             A, l, u = ctx.saved_tensors
             dA, dl, du = fused.fused_backward(A, l, u, G, g_d, g_cut, use_cut)
             need = ctx.needs_input_grad
-            return dA if need[0] else None, dl if need[1] else None, du if need[2] else None, None
+            return dA if need[0] else None, dl if need[1] else None, du if need[2] else None, None, None
         A_neg, slope, lc, uc, den, s, t = ctx.saved_tensors[:7]
         dA = dl = du = None
         if use_cut:
@@ -143,7 +143,13 @@ class _ReluBackCROWN(torch.autograd.Function):
                     dl = dl + cut_pos * (lo > 0)
             if ctx.needs_input_grad[2]:
                 du = (g_uc + cut_neg if use_cut else g_uc) * (uc > 0)
-        return dA, dl, du, None
+        return dA, dl, du, None, None
+
+
+def _relu_back_crown(A, l, u, with_cut):
+    """``_ReluBackCROWN`` compiled or eager as ``CTBENCH_COMPILE`` says (training: gradients flow)."""
+    training = torch.is_grad_enabled() and (A.requires_grad or l.requires_grad or u.requires_grad)
+    return _ReluBackCROWN.apply(A, l, u, with_cut, fused.use_compiled(training, A.numel()))
 
 
 def _expand(g, A):
@@ -170,7 +176,7 @@ def relu_back(A, l, u, alpha=None):
     Returns ``(A', d)`` with ``A·relu(x) ≥ A'·x + d``; d: (B, S).
     """
     if alpha is None:
-        return _ReluBackCROWN.apply(A, l, u, False)[:2]
+        return _relu_back_crown(A, l, u, False)[:2]
     up_slope, up_icpt, adaptive = relu_relaxation(l, u)
     lo_slope = torch.where(unstable_mask(l, u).unsqueeze(1), alpha, adaptive.unsqueeze(1))
     A_neg = A.clamp(max=0)
@@ -241,7 +247,7 @@ def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_poi
         if isinstance(layer, ReLULayer):
             l, u = relu_bounds[i]
             if cut_points and i + 1 < len(layers):
-                A, d, cut = _ReluBackCROWN.apply(A, l, u, True)
+                A, d, cut = _relu_back_crown(A, l, u, True)
                 cut = cut if d_total is None else cut + d_total  # constants of the layers above
                 best = cut if best is None else torch.maximum(best, cut)
             else:
