@@ -18,6 +18,7 @@ ROWS = {
     "auto_LiRPA IBP",
     "auto_LiRPA LF CROWN-IBP",
     "cert ctbench CROWN-IBP",
+    "cert ctbench CROWN-IBP nocut",
     "cert auto_LiRPA CROWN-IBP",
     "ctbench AM CROWN-IBP",
     "ctbench AM CROWN-IBP nocut",
@@ -40,15 +41,15 @@ def test_bounds_benchmark_small_json():
     # default CTBENCH_COMPILE=auto: the tiny network stays below the size where compiling pays
     assert res["config"]["compile"] == "auto" and res["config"]["default_rows_compiled"] is False
     assert set(res) == {"machine", "config", "results", "speedups", "cut_point_cost", "cut_point_cost_eager",
-                        "targets"}
+                        "cut_point_cost_cert", "targets"}
     assert {"cpu", "cores", "torch", "device"} <= set(res["machine"])
     assert set(res["results"]) == ROWS
     assert set(res["speedups"]) == {"IBP", "LF CROWN-IBP", "cert CROWN-IBP", "AM CROWN-IBP", "AM CROWN-IBP nocut",
                                     "LF CROWN-IBP eager", "AM CROWN-IBP eager"}
     assert set(res["targets"]) == {"ibp_ratio", "ibp_vs_lirpa", "lf_ratio", "lf_speedup", "cert_speedup",
                                    "ibp_speedup", "am_cut_cost", "am_speedup", "lf_speedup_eager",
-                                   "am_speedup_eager", "am_cut_cost_eager"}
-    assert res["cut_point_cost"] > 0 and res["cut_point_cost_eager"] > 0
+                                   "am_speedup_eager", "am_cut_cost_eager", "cert_cut_cost"}
+    assert res["cut_point_cost"] > 0 and res["cut_point_cost_eager"] > 0 and res["cut_point_cost_cert"] > 0
     std = res["results"]["standard"]
     assert std["ratio"] == 1.0 and std["median_s"] > 0 and len(std["times_s"]) == 1
     for name, row in res["results"].items():
