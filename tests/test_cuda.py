@@ -7,7 +7,14 @@ import os
 import pytest
 import torch
 
-from ctbench.bounds import clean_forward_and_freeze_bn, compute_bounds, fused, margin_spec, unfreeze_bn
+from ctbench.bounds import (
+    clean_forward_and_freeze_bn,
+    compute_bounds,
+    fused,
+    loss_fusion_crown_ibp,
+    margin_spec,
+    unfreeze_bn,
+)
 from ctbench.config import resolve
 from ctbench.methods import create_method
 from ctbench.models import create_model
@@ -77,6 +84,38 @@ def test_training_step_on_cuda_equals_cpu_float64(name, compiled, monkeypatch):
     assert l32 == pytest.approx(l64, rel=1e-3)
     for a, b in zip(g32, g64, strict=True):
         assert float((a - b).abs().max()) <= 1e-3 * (1 + float(b.abs().max()))
+
+
+def test_default_compiles_cnn7_loss_fusion_step_and_equals_eager(monkeypatch):
+    """``CTBENCH_COMPILE``'s default (auto) on the device: a CNN7 loss-fusion step at batch 32 (first ReLU's
+    coefficients 32·64·28·28 ≥ 2²⁰) runs the compiled relaxation (Triton kernels on cuda) without falling
+    back, and its loss and parameter gradients equal the eager step's on the same device."""
+    monkeypatch.delenv(fused.ENV, raising=False)
+    monkeypatch.setattr(fused, "_failure", None)
+    calls = []
+    real = fused.fused_forward
+    monkeypatch.setattr(fused, "fused_forward", lambda *a: calls.append(1) or real(*a))
+    model = create_model("cnn7", "mnist", init="ibp", seed=0).to(DEV)
+    x, y, lo, hi = (t.to(DEV) for t in _box(32))
+    out = {}
+    for flag in (False, None):  # forced eager, then the default
+        fused.set_compile(flag)
+        model.zero_grad(set_to_none=True)
+        model.train()
+        clean_forward_and_freeze_bn(model, x)
+        try:
+            loss = loss_fusion_crown_ibp(model, lo, hi, y)
+            loss.backward()
+        finally:
+            unfreeze_bn(model)
+            fused.set_compile(None)
+        out[flag] = (float(loss), [p.grad.double().cpu() for p in model.parameters()])
+    assert len(calls) >= 2 and fused._failure is None  # the default compiled, and compiling worked
+    (l_eager, g_eager), (l_auto, g_auto) = out[False], out[None]
+    assert l_auto == pytest.approx(l_eager, rel=1e-4)
+    scale = max(float(g.abs().max()) for g in g_eager)
+    for a, b in zip(g_eager, g_auto, strict=True):
+        assert float((a - b).abs().max()) <= 1e-3 * scale
 
 
 def test_clean_pass_statistics_on_cuda():
