@@ -109,7 +109,7 @@ def test_default_compiles_cnn7_loss_fusion_step_and_equals_eager(monkeypatch):
         finally:
             unfreeze_bn(model)
             fused.set_compile(None)
-        out[flag] = (float(loss), [p.grad.double().cpu() for p in model.parameters()])
+        out[flag] = (float(loss.detach()), [p.grad.double().cpu() for p in model.parameters()])
     assert len(calls) >= 2 and fused._failure is None  # the default compiled, and compiling worked
     (l_eager, g_eager), (l_auto, g_auto) = out[False], out[None]
     assert l_auto == pytest.approx(l_eager, rel=1e-4)
