@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check of ctbench (issue 16), about 5-8 minutes on one GPU; run it whenever a GPU is available and record
-# its output in benchmarks/README.md ("GPU"):
+# GPU check of ctbench (issue 16); run it whenever a GPU is available and record its output in
+# benchmarks/README.md ("GPU"). At most 555 s: the parts' caps (150 + 150 + 75 + 120 + 60 s) fit one
+# 10-minute device call (tests/test_benchmarks_smoke.py checks the sum); each part writes as it goes.
 #   bash benchmarks/device.sh [OUT_DIR]          # from the repository root; OUT_DIR default: $OUT or ./device-out
 # 1. CUDA correctness: tests/test_cuda.py (bound engine and training steps on cuda vs CPU float64);
 # 2. bound-engine speed on the GPU: benchmarks/bounds.py --device cuda (CNN7, CIFAR shapes, batch 128);
@@ -28,19 +29,19 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CTBENCH_PRO
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "device.sh: no CUDA device"; exit 2; }
 status=0
 echo "== 1. CUDA tests"
-timeout 240 $py -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.txt" || status=1
+timeout 150 $py -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.txt" || status=1
 echo "== 2. bounds.py --device cuda"
-timeout 240 $py benchmarks/bounds.py --device cuda --repeats 5 2>&1 | tee "$out/bounds-cuda.txt" || status=1
+timeout 150 $py benchmarks/bounds.py --device cuda --repeats 5 2>&1 | tee "$out/bounds-cuda.txt" || status=1
 echo "== 3. CNN7 IBP, mnist_mini, 2 epochs on cuda"
 rm -rf /tmp/ctbench-device-train
-timeout 240 $py -m ctbench train --dataset mnist_mini --eps 0.1 --method ibp --model cnn7 --device cuda \
+timeout 75 $py -m ctbench train --dataset mnist_mini --eps 0.1 --method ibp --model cnn7 --device cuda \
   --set epochs=2 --set eps_end_epoch=1 --set lr_milestones=[] --no-select --out /tmp/ctbench-device-train \
   2>&1 | tee "$out/train-cnn7-ibp.txt" || status=1
 cp /tmp/ctbench-device-train/train/history.csv "$out/train-history.csv" 2>/dev/null || true
 echo "== 4. grid_cost.py --device cuda (paper grid, projected GPU-hours)"
-timeout 150 $py benchmarks/grid_cost.py --device cuda --stages train --repeats 3 --json > "$out/grid-cost-train.json" \
+timeout 120 $py benchmarks/grid_cost.py --device cuda --stages train --repeats 3 --json > "$out/grid-cost-train.json" \
   2> >(tee "$out/grid-cost-train.log" >&2) || status=1
-timeout 90 $py benchmarks/grid_cost.py --device cuda --stages certify,attack --methods ibp --cert-batch 8 --repeats 1 \
+timeout 60 $py benchmarks/grid_cost.py --device cuda --stages certify,attack --methods ibp --cert-batch 8 --repeats 1 \
   2>&1 | tee "$out/grid-cost-certify.txt" || status=1
 echo "device.sh: done (status $status); outputs in $out"
 exit $status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,15 @@ def test_grid_cost_bad_filter_one_line():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "grid_cost.py: error: no Table 1 cell matches --settings/--methods"
+
+
+def test_device_check_fits_one_device_call():
+    """benchmarks/device.sh's parts are each capped by `timeout N`; together they must fit one 600-s device call
+    (with room for the setup lines), so a slow part can never cost the rest of the GPU check."""
+    script = (ROOT / "benchmarks" / "device.sh").read_text()
+    caps = [int(n) for n in re.findall(r"^\s*timeout (\d+) ", script, flags=re.M)]
+    runs = [line for line in script.splitlines() if "$py " in line and not line.lstrip().startswith("#")]
+    assert len(caps) == 5, caps  # tests, bounds.py, training, grid_cost train, grid_cost certify/attack
+    assert all(line.lstrip().startswith("timeout ") for line in runs
+               if "pytest" in line or "benchmarks/" in line or "ctbench train" in line), runs
+    assert sum(caps) <= 570, f"device.sh parts sum to {sum(caps)} s: over one 600-s device call"
