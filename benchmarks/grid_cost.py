@@ -28,6 +28,7 @@ Usage::
     python benchmarks/grid_cost.py --device cuda                    # the paper grid, CNN7 (minutes on a GPU)
     python benchmarks/grid_cost.py --config config/mnist_small.yaml # any grid configuration
     python benchmarks/grid_cost.py --settings mnist_0.1 --methods ibp,pgd --batch 32   # a CPU-sized slice
+    python benchmarks/grid_cost.py --stages certify,attack --cert-stages IBP,CROWN-IBP,PGD   # skip CROWN on a CPU
     python benchmarks/grid_cost.py --json ...
 
 ``--batch N`` measures training steps at batch N instead of the cell's and scales per sample (for CPUs;
@@ -126,16 +127,18 @@ def train_costs(cfg: dict, device, batch: int | None, repeats: int) -> dict:
             "per_sample_eval_s": eval_s / tb}
 
 
-def certify_costs(cfg: dict, certify: dict, attack: dict | None, device, n: int, repeats: int) -> dict:
+def certify_costs(cfg: dict, certify: dict, attack: dict | None, device, n: int, repeats: int,
+                  only: set[str] | None = None) -> dict:
     """Seconds per test sample of each bound stage, the PGD falsifier (``certify`` not None) and the
-    attack (``attack`` not None), on the eval-mode model."""
+    attack (``attack`` not None), on the eval-mode model; ``only``: measure just these certify stages."""
     spec = input_spec_for(cfg["dataset"])
     model = create_model(cfg["model"], cfg["dataset"], init=cfg["init"], seed=0).to(device).eval()
     x, y = random_batch(spec, n, device)
     lower, upper = input_box(x, float(cfg["eps"]))
     C = margin_spec(y, spec.num_classes, dtype=x.dtype)
     out = {}
-    for stage in (s for s in (certify or {}).get("stages", ()) if s in BOUND_STAGES):
+    wanted = [s for s in (certify or {}).get("stages", ()) if only is None or s in only]
+    for stage in (s for s in wanted if s in BOUND_STAGES):
         opts = {"iterations": ALPHA_ITERATIONS} if stage == "alpha-CROWN" else {}
 
         def run(stage=stage, opts=opts):
@@ -143,7 +146,7 @@ def certify_costs(cfg: dict, certify: dict, attack: dict | None, device, n: int,
                 compute_bounds(model, lower, upper, stage, C, bound_upper=False, **opts)
 
         out[stage] = median_time(run, repeats, device) / n
-    if certify is not None and "PGD" in certify["stages"]:
+    if certify is not None and "PGD" in wanted:
         f = certify["falsifier"]
         targets = min(int(f["targets"]), spec.num_classes - 1)
 
@@ -192,7 +195,8 @@ def project(grid: Grid, args, device) -> dict:
                "method": method, "seeds": len(group), "epochs": int(cfg["epochs"]),
                "batch_size": int(cfg["batch_size"]), "measured_batch": None, "step_s": None, "epoch_s": None,
                "train_h_per_seed": None, "certify_bound_stages_h": None, "complete_h_per_pct": None,
-               "attack_h": None, "certify_s_per_sample": None}
+               "attack_h": None, "certify_s_per_sample": None, "certify_stage_h": None,
+               "certify_stages_not_measured": None}
         if "train" in args.stages:
             t = train_costs(cfg, device, args.batch, args.repeats)
             trained = steps * int(cfg["batch_size"])
@@ -208,7 +212,7 @@ def project(grid: Grid, args, device) -> dict:
         if key not in cert_cache and ({"certify", "attack"} & set(args.stages)):
             cert_cache[key] = certify_costs(cfg, cs if "certify" in args.stages else None,
                                             at if "attack" in args.stages else None, device, args.cert_batch,
-                                            args.repeats)
+                                            args.repeats, set(args.cert_stages) if args.cert_stages else None)
             logger.info("%s %s: certify/attack s per sample %s", row["cells"], model,
                         {k: round(v, 4) for k, v in cert_cache[key].items()})
         cc = cert_cache.get(key, {})
@@ -216,7 +220,13 @@ def project(grid: Grid, args, device) -> dict:
             per_sample = {k: v for k, v in cc.items() if k != "attack"}
             complete = bool(COMPLETE_STAGES & set(cs["stages"]))
             n_complete = n_cert if cs["complete_limit"] is None else min(n_cert, int(cs["complete_limit"]))
-            row.update(certify_s_per_sample=per_sample, certify_bound_stages_h=n_cert * sum(per_sample.values()) / 3600,
+            # The sum over the cascade's bound stages only when every one of them was measured
+            # (``--cert-stages`` may leave some out: their hours are then unknown, not zero).
+            missing = [s for s in cs["stages"] if (s in BOUND_STAGES or s == "PGD") and s not in per_sample]
+            row.update(certify_s_per_sample=per_sample,
+                       certify_stage_h={k: n_cert * v / 3600 for k, v in per_sample.items()},
+                       certify_stages_not_measured=missing,
+                       certify_bound_stages_h=None if missing else n_cert * sum(per_sample.values()) / 3600,
                        complete_h_per_pct=(0.01 * n_complete * float(cs["timeout"]) / 3600) if complete else 0.0)
         if "attack" in args.stages:
             row["attack_h"] = n_cert * cc["attack"] / 3600
@@ -228,7 +238,7 @@ def project(grid: Grid, args, device) -> dict:
             per_cell = r[row_key]
             s[total_key] = None if per_cell is None or s[total_key] is None else s[total_key] + per_cell * r["seeds"]
     config = {"grid": str(args.config), "batch": args.batch, "cert_batch": args.cert_batch,
-              "repeats": args.repeats, "stages": args.stages}
+              "repeats": args.repeats, "stages": args.stages, "cert_stages": args.cert_stages}
     return {"machine": machine_info(device), "config": config, "rows": rows, "totals": totals}
 
 
@@ -247,6 +257,16 @@ def print_report(res: dict) -> None:
         print(f"{r['cells']:16s} {r['model']:9s} {r['method']:10s} {r['seeds']:5d} {r['epochs']:6d} "
               f"{_h(r['step_s'], 8)} {_h(r['train_h_per_seed'], 8)} {_h(r['certify_bound_stages_h'], 8)} "
               f"{_h(r['attack_h'], 8)}")
+    seen = set()
+    for r in res["rows"]:
+        if r["certify_stage_h"] is None or (r["cells"], r["model"]) in seen:
+            continue
+        seen.add((r["cells"], r["model"]))
+        stages = ", ".join(f"{k} {v:.3g} s ({r['certify_stage_h'][k]:.3g} h)"
+                           for k, v in r["certify_s_per_sample"].items())
+        left = r["certify_stages_not_measured"]
+        print(f"certify {r['cells']} {r['model']}, per sample (per cell, every sample through the stage): "
+              f"{stages or 'nothing'}" + (f"; not measured: {', '.join(left)}" if left else ""))
     print("totals over methods and seeds (hours):")
     print(f"{'cells':16s} {'train':>9s} {'certify (bound stages)':>23s} {'complete, per 1% reaching it':>29s} "
           f"{'attack':>8s}")
@@ -272,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES),
                    help="what to measure, a subset of train,certify,attack (default: all)")
+    p.add_argument("--cert-stages", type=lambda s: s.split(","), default=None,
+                   help="measure only these certify stages, e.g. IBP,CROWN-IBP,PGD (default: the grid's cascade); "
+                        "the certify total is then reported as unknown ('-')")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -284,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.stages) - set(STAGES))
         if unknown:
             raise CTBenchError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
+        unknown = sorted(set(args.cert_stages or ()) - set(BOUND_STAGES) - {"PGD"})
+        if unknown:
+            raise CTBenchError(f"--cert-stages: unknown {', '.join(unknown)}; known: "
+                               f"{', '.join(BOUND_STAGES + ('PGD',))} (the complete stage is not measured)")
         grid = Grid(load_yaml(args.config))
         res = project(grid, args, torch.device(args.device))
     except CTBenchError as e:

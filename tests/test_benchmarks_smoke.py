@@ -91,6 +91,38 @@ def test_grid_cost_projects_measured_steps(tmp_path):
     assert total["attack_h"] == pytest.approx(sum(r["attack_h"] * 2 for r in rows.values()))
 
 
+def test_grid_cost_cert_stages_measures_a_subset(tmp_path):
+    """``--cert-stages`` measures only the named certify stages; the certify total is then unknown (None),
+    never the partial sum, and the per-stage hours follow from the measured seconds."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    cfg["certify"] = {"stages": ["IBP", "CROWN-IBP", "CROWN", "PGD"], "n": 100, "batch": 100,
+                      "falsifier": {"steps": 5, "restarts": 1}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "grid_cost.py"), "--config", str(tmp_path / "grid.yaml"),
+           "--repeats", "1", "--cert-batch", "2", "--threads", "1", "--stages", "certify",
+           "--methods", "ibp", "--cert-stages", "IBP,PGD"]
+    proc = subprocess.run(cmd + ["--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    (row,) = res["rows"]
+    assert set(row["certify_s_per_sample"]) == {"IBP", "PGD"}
+    assert row["certify_stages_not_measured"] == ["CROWN-IBP", "CROWN"]
+    assert row["certify_bound_stages_h"] is None
+    for stage, s in row["certify_s_per_sample"].items():
+        assert s > 0 and row["certify_stage_h"][stage] * 3600 == pytest.approx(100 * s)
+    (total,) = res["totals"].values()
+    assert total["certify_bound_stages_h"] is None and total["train_h"] is None
+    text = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "not measured: CROWN-IBP, CROWN" in text.stdout
+
+    bad = subprocess.run(cmd[:-1] + ["IBP,CROWM"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("grid_cost.py: error: --cert-stages: unknown CROWM;")
+
+
 def test_grid_cost_bad_filter_one_line():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "grid_cost.py"), "--config", "config/ci.yaml",
