@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of ctbench (issue 16); run it whenever a GPU is available and record its output in
-# benchmarks/README.md ("GPU"). At most 555 s: the parts' caps (150 + 180 + 60 + 105 + 60 s) fit one
+# benchmarks/README.md ("GPU"). At most 555 s: the parts' caps (150 + 180 + 60 + 105 + 35 + 25 s) fit one
 # 10-minute device call (tests/test_benchmarks_smoke.py checks the sum). bounds.py gets the most, since it
 # prints its table only at the end (cold Triton compiles in its warm-up); grid_cost logs each cell group.
 #   bash benchmarks/device.sh [OUT_DIR]          # from the repository root; OUT_DIR default: $OUT or ./device-out
@@ -42,7 +42,11 @@ cp /tmp/ctbench-device-train/train/history.csv "$out/train-history.csv" 2>/dev/n
 echo "== 4. grid_cost.py --device cuda (paper grid, projected GPU-hours)"
 timeout 105 $py benchmarks/grid_cost.py --device cuda --stages train --repeats 3 --json > "$out/grid-cost-train.json" \
   2> >(tee "$out/grid-cost-train.log" >&2) || status=1
-timeout 60 $py benchmarks/grid_cost.py --device cuda --stages certify,attack --methods ibp --cert-batch 8 --repeats 1 \
-  2>&1 | tee "$out/grid-cost-certify.txt" || status=1
+# the cheap certify stages and the attack first (per setting, logged as each finishes), then full CROWN and
+# alpha-CROWN (every intermediate neuron back-substituted: the costly stages, which may not finish in time)
+timeout 35 $py benchmarks/grid_cost.py --device cuda --stages certify,attack --methods ibp --cert-batch 8 --repeats 1 \
+  --cert-stages IBP,CROWN-IBP,PGD 2>&1 | tee "$out/grid-cost-certify.txt" || status=1
+timeout 25 $py benchmarks/grid_cost.py --device cuda --stages certify --methods ibp --cert-batch 2 --repeats 1 \
+  --cert-stages CROWN,alpha-CROWN 2>&1 | tee "$out/grid-cost-certify-crown.txt" || status=1
 echo "device.sh: done (status $status); outputs in $out"
 exit $status
