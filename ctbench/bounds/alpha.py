@@ -19,8 +19,10 @@ from ctbench.bounds.linear import (
     backsub_lower,
     intermediate_bounds,
     relu_relaxation,
+    row_chunks,
     spec_rows,
     unstable_mask,
+    widest_layer,
 )
 
 DEFAULT_ITERATIONS = 20
@@ -34,6 +36,10 @@ def alpha_crown_bounds(
 
     lower, upper: (B, *input); C: (B, S, K) or None (the K logits). ``iterations`` Adam steps on the
     slopes with learning rate ``lr``. Returned tensors are detached (certification use).
+
+    The slopes of different specification rows never interact (the objective is a sum over rows and
+    Adam acts elementwise), so rows are optimized in chunks when their slope tensors would exceed
+    ``linear.MAX_SPEC_ELEMENTS`` (``linear.row_chunks``): the same result with bounded memory.
     """
     check_box(lower, upper)
     if iterations < 0:
@@ -46,7 +52,17 @@ def alpha_crown_bounds(
         Cs = spec_rows(C, c_out).detach()
         S = Cs.shape[1]
         A = torch.cat([Cs, -Cs], 1) if bound_upper else Cs
-        rows = A.shape[1]
+    chunks = row_chunks(A.shape[0], A.shape[1], widest_layer(relu_bounds, c_in))
+    best = torch.cat([_optimize_rows(layers, A[:, sl], relu_bounds, c_in, r_in, iterations, lr) for sl in chunks], 1)
+    if not bound_upper:
+        return best, None
+    return best[:, :S], -best[:, S:]
+
+
+def _optimize_rows(layers, A, relu_bounds, c_in, r_in, iterations, lr):
+    """Best lower bound (B, rows) of ``A·f(x)`` over CROWN and ``iterations`` Adam steps on the slopes."""
+    rows = A.shape[1]
+    with torch.no_grad():
         best = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in)  # plain CROWN
     alphas = {}
     for i, (l, u) in relu_bounds.items():
@@ -76,6 +92,4 @@ def alpha_crown_bounds(
                         denom = (v2 / (1 - b2**t)).sqrt_().add_(eps)
                         p.addcdiv_(v1, denom, value=-lr / (1 - b1**t))
                         p.clamp_(0.0, 1.0)
-    if not bound_upper:
-        return best, None
-    return best[:, :S], -best[:, S:]
+    return best

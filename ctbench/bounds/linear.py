@@ -36,6 +36,25 @@ from ctbench.bounds.layers import ReLULayer, _bdot, check_box, check_spec, parse
 #: Upper limit on the number of elements of one back-substitution coefficient tensor when
 #: bounding intermediate neurons by CROWN (rows are processed in chunks below this).
 MAX_CHUNK_ELEMENTS = 2**24
+#: Upper limit on the elements of the final back-substitution's coefficient tensor (B, rows, *shape) at
+#: the widest layer (2^28: 1 GiB in float32). Specifications with more rows are bounded in chunks of
+#: rows — exact, since every row is back-substituted on its own. It matters for many classes: all
+#: K−1 = 199 TinyImageNet margins of CNN7 at batch 32 would need 32·199·64·64·64 ≈ 1.7e9 elements
+#: (6.7 GB) per tensor; CIFAR-10 and MNIST specifications stay in one chunk up to batch ≥ 256.
+MAX_SPEC_ELEMENTS = 2**28
+
+
+def row_chunks(B: int, rows: int, widest: int, limit: int | None = None) -> list[slice]:
+    """Slices of the ``rows`` specification rows such that ``B · len(chunk) · widest <= limit``
+    (default :data:`MAX_SPEC_ELEMENTS`; at least one row per chunk)."""
+    limit = MAX_SPEC_ELEMENTS if limit is None else limit
+    step = max(1, limit // max(1, B * widest))
+    return [slice(j, min(j + step, rows)) for j in range(0, rows, step)]
+
+
+def widest_layer(relu_bounds: dict, c_in: torch.Tensor) -> int:
+    """Largest per-sample size among the input and the ReLU layers (the widest coefficient tensor)."""
+    return max([int(c_in[0].numel())] + [int(lu[0][0].numel()) for lu in relu_bounds.values()])
 
 
 def relu_relaxation(l, u):
@@ -323,7 +342,8 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
     """CROWN-IBP (``intermediate="IBP"``) or CROWN (``"CROWN"``) bounds of ``C @ model(x)``.
 
     lower, upper: (B, *input). C: (B, S, K) or None (bounds of the K logits). Returns ``(lb, ub)``,
-    each (B, S); ``ub`` is None if ``bound_upper`` is False (halves the cost). Differentiable.
+    each (B, S); ``ub`` is None if ``bound_upper`` is False (halves the cost). Differentiable. Rows are
+    bounded in chunks when the coefficient tensor would exceed :data:`MAX_SPEC_ELEMENTS` (same bounds).
     ``cut_points`` (CROWN-IBP only): also concretize on the IBP box of every ReLU output and keep the
     tightest — the same bound as CTBench's ``deeppoly_box`` cuts at every layer (:func:`backsub_lower`).
     """
@@ -334,9 +354,13 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
     Cs = spec_rows(C, c_out)
     S = Cs.shape[1]
     A = torch.cat([Cs, -Cs], 1) if bound_upper else Cs
-    lb = backsub_lower(
-        layers, len(layers), A, relu_bounds, c_in, r_in, cut_points=cut_points and intermediate == "IBP"
-    )
+    cuts = cut_points and intermediate == "IBP"
+    chunks = row_chunks(A.shape[0], A.shape[1], widest_layer(relu_bounds, c_in))
+    if len(chunks) == 1:
+        lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in, cut_points=cuts)
+    else:
+        parts = [backsub_lower(layers, len(layers), A[:, sl], relu_bounds, c_in, r_in, cut_points=cuts) for sl in chunks]
+        lb = torch.cat(parts, 1)
     if not bound_upper:
         return lb, None
     return lb[:, :S], -lb[:, S:]
