@@ -166,6 +166,19 @@ def certify_costs(cfg: dict, certify: dict, attack: dict | None, device, n: int,
     return out
 
 
+def _or_oom(row: dict, what: str, measure: Callable[[], dict]) -> dict | None:
+    """``measure()``, or None with ``row["error"]`` set when the device runs out of memory (the other
+    cell groups are still measured; their hours stay, this group's are unknown)."""
+    try:
+        return measure()
+    except torch.OutOfMemoryError:
+        row["error"] = f"{what}: out of memory"
+        logger.warning("%s %s %s: %s: out of memory, not measured", row["cells"], row["model"], row["method"], what)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return None
+
+
 def project(grid: Grid, args, device) -> dict:
     """Measure each (setting, model, method) group of Table 1 once and project its hours."""
     cells = grid.table1_cells()
@@ -196,9 +209,10 @@ def project(grid: Grid, args, device) -> dict:
                "batch_size": int(cfg["batch_size"]), "measured_batch": None, "step_s": None, "epoch_s": None,
                "train_h_per_seed": None, "certify_bound_stages_h": None, "complete_h_per_pct": None,
                "attack_h": None, "certify_s_per_sample": None, "certify_stage_h": None,
-               "certify_stages_not_measured": None}
-        if "train" in args.stages:
-            t = train_costs(cfg, device, args.batch, args.repeats)
+               "certify_stages_not_measured": None, "error": None}
+        t = _or_oom(row, "train", lambda: train_costs(cfg, device, args.batch, args.repeats)) \
+            if "train" in args.stages else None
+        if t is not None:
             trained = steps * int(cfg["batch_size"])
             epoch_s = (trained * t["per_sample_step_s"] + n_train * t["per_sample_bn_s"]
                        + n_val * t["per_sample_eval_s"])
@@ -210,13 +224,16 @@ def project(grid: Grid, args, device) -> dict:
         n_cert = min(n_test, int(cs["n"])) if cs["n"] else n_test
         key = (setting, model)
         if key not in cert_cache and ({"certify", "attack"} & set(args.stages)):
-            cert_cache[key] = certify_costs(cfg, cs if "certify" in args.stages else None,
-                                            at if "attack" in args.stages else None, device, args.cert_batch,
-                                            args.repeats, set(args.cert_stages) if args.cert_stages else None)
-            logger.info("%s %s: certify/attack s per sample %s", row["cells"], model,
-                        {k: round(v, 4) for k, v in cert_cache[key].items()})
-        cc = cert_cache.get(key, {})
-        if "certify" in args.stages:
+            cert_cache[key] = _or_oom(row, "certify/attack", lambda: certify_costs(
+                cfg, cs if "certify" in args.stages else None, at if "attack" in args.stages else None, device,
+                args.cert_batch, args.repeats, set(args.cert_stages) if args.cert_stages else None))
+            if cert_cache[key] is not None:
+                logger.info("%s %s: certify/attack s per sample %s", row["cells"], model,
+                            {k: round(v, 4) for k, v in cert_cache[key].items()})
+        cc = cert_cache.get(key)
+        if cc is None and {"certify", "attack"} & set(args.stages):
+            row["error"] = row["error"] or "certify/attack: out of memory"
+        if "certify" in args.stages and cc is not None:
             per_sample = {k: v for k, v in cc.items() if k != "attack"}
             complete = bool(COMPLETE_STAGES & set(cs["stages"]))
             n_complete = n_cert if cs["complete_limit"] is None else min(n_cert, int(cs["complete_limit"]))
@@ -228,7 +245,7 @@ def project(grid: Grid, args, device) -> dict:
                        certify_stages_not_measured=missing,
                        certify_bound_stages_h=None if missing else n_cert * sum(per_sample.values()) / 3600,
                        complete_h_per_pct=(0.01 * n_complete * float(cs["timeout"]) / 3600) if complete else 0.0)
-        if "attack" in args.stages:
+        if "attack" in args.stages and cc is not None:
             row["attack_h"] = n_cert * cc["attack"] / 3600
         rows.append(row)
     totals: dict[str, dict] = {}
@@ -256,7 +273,7 @@ def print_report(res: dict) -> None:
     for r in res["rows"]:
         print(f"{r['cells']:16s} {r['model']:9s} {r['method']:10s} {r['seeds']:5d} {r['epochs']:6d} "
               f"{_h(r['step_s'], 8)} {_h(r['train_h_per_seed'], 8)} {_h(r['certify_bound_stages_h'], 8)} "
-              f"{_h(r['attack_h'], 8)}")
+              f"{_h(r['attack_h'], 8)}" + (f"  ({r['error']})" if r["error"] else ""))
     seen = set()
     for r in res["rows"]:
         if r["certify_stage_h"] is None or (r["cells"], r["model"]) in seen:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {
@@ -121,6 +122,35 @@ def test_grid_cost_cert_stages_measures_a_subset(tmp_path):
     bad = subprocess.run(cmd[:-1] + ["IBP,CROWM"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("grid_cost.py: error: --cert-stages: unknown CROWM;")
+
+
+def test_grid_cost_out_of_memory_leaves_one_group_unmeasured(monkeypatch, capsys):
+    """A cell group that runs out of device memory is reported as such (hours unknown, totals unknown)
+    while the other groups are still measured — one OOM must not lose a GPU run's whole table."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import grid_cost
+
+    real = grid_cost.train_costs
+
+    def flaky(cfg, *args, **kwargs):
+        if cfg["method"] == "ibp":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.7 GiB")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(grid_cost, "train_costs", flaky)
+    threads = torch.get_num_threads()
+    try:
+        rc = grid_cost.main(["--config", str(ROOT / "config" / "ci.yaml"), "--json", "--stages", "train",
+                             "--repeats", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["ibp"]["error"] == "train: out of memory" and rows["ibp"]["train_h_per_seed"] is None
+    assert rows["standard"]["error"] is None and rows["standard"]["train_h_per_seed"] > 0
+    (total,) = res["totals"].values()
+    assert total["train_h"] is None  # unknown, not the standard cells' hours alone
 
 
 def test_grid_cost_bad_filter_one_line():
