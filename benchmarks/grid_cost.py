@@ -45,6 +45,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -210,7 +211,7 @@ def project(grid: Grid, args, device) -> dict:
                "train_h_per_seed": None, "certify_bound_stages_h": None, "complete_h_per_pct": None,
                "attack_h": None, "certify_s_per_sample": None, "certify_stage_h": None,
                "certify_stages_not_measured": None, "error": None}
-        t = _or_oom(row, "train", lambda: train_costs(cfg, device, args.batch, args.repeats)) \
+        t = _or_oom(row, "train", partial(train_costs, cfg, device, args.batch, args.repeats)) \
             if "train" in args.stages else None
         if t is not None:
             trained = steps * int(cfg["batch_size"])
@@ -224,9 +225,10 @@ def project(grid: Grid, args, device) -> dict:
         n_cert = min(n_test, int(cs["n"])) if cs["n"] else n_test
         key = (setting, model)
         if key not in cert_cache and ({"certify", "attack"} & set(args.stages)):
-            cert_cache[key] = _or_oom(row, "certify/attack", lambda: certify_costs(
-                cfg, cs if "certify" in args.stages else None, at if "attack" in args.stages else None, device,
-                args.cert_batch, args.repeats, set(args.cert_stages) if args.cert_stages else None))
+            cert_cache[key] = _or_oom(row, "certify/attack", partial(
+                certify_costs, cfg, cs if "certify" in args.stages else None,
+                at if "attack" in args.stages else None, device, args.cert_batch, args.repeats,
+                set(args.cert_stages) if args.cert_stages else None))
             if cert_cache[key] is not None:
                 logger.info("%s %s: certify/attack s per sample %s", row["cells"], model,
                             {k: round(v, 4) for k, v in cert_cache[key].items()})

@@ -359,8 +359,9 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
     if len(chunks) == 1:
         lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in, cut_points=cuts)
     else:
-        parts = [backsub_lower(layers, len(layers), A[:, sl], relu_bounds, c_in, r_in, cut_points=cuts) for sl in chunks]
-        lb = torch.cat(parts, 1)
+        lb = torch.cat(
+            [backsub_lower(layers, len(layers), A[:, sl], relu_bounds, c_in, r_in, cut_points=cuts) for sl in chunks], 1
+        )
     if not bound_upper:
         return lb, None
     return lb[:, :S], -lb[:, S:]
