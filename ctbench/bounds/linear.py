@@ -40,7 +40,8 @@ MAX_CHUNK_ELEMENTS = 2**24
 #: the widest layer (2^28: 1 GiB in float32). Specifications with more rows are bounded in chunks of
 #: rows — exact, since every row is back-substituted on its own. It matters for many classes: all
 #: K−1 = 199 TinyImageNet margins of CNN7 at batch 32 would need 32·199·64·64·64 ≈ 1.7e9 elements
-#: (6.7 GB) per tensor; CIFAR-10 and MNIST specifications stay in one chunk up to batch ≥ 256.
+#: (6.7 GB) per tensor; the 9 CIFAR-10 / MNIST margins' lower bounds stay in one chunk at batch 256
+#: (CNN7 on CIFAR-10: 256·9·64·32·32 ≈ 1.5e8 elements).
 MAX_SPEC_ELEMENTS = 2**28
 
 
@@ -290,12 +291,9 @@ def _crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
     if n == 0:
         return l, u
     order = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :n]
-    biggest = max(
-        int(r_in[0].numel()), max(int(b[0][0].numel()) for b in relu_bounds.values()) if relu_bounds else 0
-    )
-    chunk = max(1, MAX_CHUNK_ELEMENTS // max(1, 2 * B * max(biggest, lf.shape[1])))
-    for j in range(0, n, chunk):
-        idx = order[:, j : j + chunk]  # (B, m); padded rows are stable neurons: their bounds are sound too
+    widest = max(widest_layer(relu_bounds, r_in), lf.shape[1])
+    for sl in row_chunks(2 * B, n, widest, MAX_CHUNK_ELEMENTS):
+        idx = order[:, sl]  # (B, m); padded rows are stable neurons: their bounds are sound too
         m = idx.shape[1]
         E = torch.zeros(B, m, lf.shape[1], dtype=l.dtype, device=l.device)
         E.scatter_(2, idx.unsqueeze(-1), 1.0)
@@ -356,12 +354,9 @@ def linear_bounds(model, lower, upper, C=None, intermediate="IBP", bound_upper=T
     A = torch.cat([Cs, -Cs], 1) if bound_upper else Cs
     cuts = cut_points and intermediate == "IBP"
     chunks = row_chunks(A.shape[0], A.shape[1], widest_layer(relu_bounds, c_in))
-    if len(chunks) == 1:
-        lb = backsub_lower(layers, len(layers), A, relu_bounds, c_in, r_in, cut_points=cuts)
-    else:
-        lb = torch.cat(
-            [backsub_lower(layers, len(layers), A[:, sl], relu_bounds, c_in, r_in, cut_points=cuts) for sl in chunks], 1
-        )
+    lb = torch.cat(
+        [backsub_lower(layers, len(layers), A[:, sl], relu_bounds, c_in, r_in, cut_points=cuts) for sl in chunks], 1
+    )
     if not bound_upper:
         return lb, None
     return lb[:, :S], -lb[:, S:]
