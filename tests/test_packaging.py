@@ -1,8 +1,10 @@
 """The README's commands, pixi.toml's tasks, .ci/run and the CLI agree with each other."""
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,16 +38,92 @@ def test_pixi_toml_parses_and_mirrors_readme():
         assert cmd in commands, f"pixi task {name!r} runs {cmd!r}, which the README does not show"
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    pixi = tomllib.loads((ROOT / "pixi.toml").read_text())
-    test_cmd = pixi["tasks"]["test"]["cmd"]
-    assert test_cmd in readme_commands()
+def _quickstart_commands() -> list[str]:
+    """The command lines of the README's Quickstart: its first ```bash block."""
+    section = README[README.index("## Quickstart"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def _long_hand_install() -> list[str]:
+    """The README's long-hand install steps: every `pip install ...` of the Quickstart's second block."""
+    section = README[README.index("Long hand"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    steps = []
+    for line in block.splitlines():
+        for part in line.split("  #")[0].split("&&"):
+            if part.strip().startswith("pip install"):
+                steps.append(" ".join(part.split()))
+    return steps
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$@" >> "$(dirname "$0")/../calls.log"
+"""
+
+
+def _make_workdir(tmp_path: Path, with_venv: bool = True) -> Path:
+    """The Makefile and pyproject.toml in a temporary folder; with_venv: a stand-in .venv/bin/python that only
+    records how it is called (the install steps' arguments), so make's own logic is what is tested."""
+    import shutil
+
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, work / name)
+    if with_venv:
+        (work / ".venv/bin").mkdir(parents=True)
+        (work / ".venv/bin/python").write_text(FAKE_PYTHON)
+        (work / ".venv/bin/python").chmod(0o755)
+    return work
+
+
+def _make(work: Path, *args: str) -> str:
+    r = subprocess.run(["make", "--no-print-directory", *args], cwd=work, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _calls(work: Path) -> list[str]:
+    log = work / ".venv/calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_quickstart_make_pixi_and_ci_name_the_same_steps(tmp_path):
+    """Issue 29: the README's two quickstart commands are `make demo` and `make test`; .ci/run runs `make test`
+    (one copy of the install steps: the Makefile); the Makefile runs pixi's demo/test commands after installing
+    exactly the README's long-hand pip steps, and the long hand shows the same two commands."""
+    assert _quickstart_commands() == ["make demo", "make test"]
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     ci = [line for line in ci if line and not line.startswith("#")]
-    assert ci[-1] == test_cmd, ".ci/run must end by running the README's test command"
-    # and it installs what the README's install section installs
-    for step in ("torch==2.14.1 torchvision==0.29.1", "-e '.[test,lint]'", "--no-deps auto-lirpa==0.3"):
-        assert step in (ROOT / ".ci/run").read_text() and step in README
+    assert ci[-1] == "make test", ".ci/run must end by running the README's test command"
+    assert "pip install" not in (ROOT / ".ci/run").read_text(), ".ci/run must not keep its own copy of the install"
+    tasks = tomllib.loads((ROOT / "pixi.toml").read_text())["tasks"]
+    work = _make_workdir(tmp_path, with_venv=False)
+    for target in ("demo", "test"):
+        planned = _make(work, "-n", target).strip().splitlines()
+        assert planned[0] == "test -x .venv/bin/python || python3 -m venv .venv"
+        assert planned[-1].split('" ', 1)[1].strip() == tasks[target]["cmd"], planned[-1]  # PATH=.venv/bin:... cmd
+        assert tasks[target]["cmd"] in readme_commands()
+        installs = [" ".join(line.replace(".venv/bin/python -m ", "").replace(" -q", "").split())
+                    for line in planned if "-m pip install" in line and "--upgrade pip" not in line]
+        assert installs == _long_hand_install(), (installs, _long_hand_install())
+
+
+def test_make_sets_up_once_and_reuses_the_environment(tmp_path):
+    """Re-running `make test` / `make demo` installs nothing when nothing changed; a changed pyproject.toml
+    installs again; a missing environment is created."""
+    work = _make_workdir(tmp_path)
+    _make(work, "env")
+    first = _calls(work)
+    assert sum("pip install" in c for c in first) == 5 and (work / ".venv/.ctbench-installed").is_file()
+    out = _make(work, "env")
+    assert _calls(work) == first and "pip" not in out  # nothing installed the second time
+    assert _make(work, "-n", "test").strip().splitlines() == [f'PATH="{work}/.venv/bin:$PATH" python -m pytest']
+    assert "pip" not in _make(work, "-n", "demo")
+    future = time.time() + 5
+    os.utime(work / "pyproject.toml", (future, future))  # the dependencies changed
+    assert "pip install" in _make(work, "-n", "test")
 
 
 def test_pyproject_dependencies():
@@ -80,7 +158,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ctbench", "train", "--dataset", "mnist_mini", "--method", "ibp",
                         "--eps", "-1", "--out", str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("ctbench: error: invalid eps"), r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("ctbench: error: eps must lie in [0, 1]"), r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "d").exists()
 
