@@ -80,6 +80,10 @@ onstart:
     check_slurm_resources(workflow)
 
 
+onsuccess:
+    print_where_to_look(workflow)
+
+
 rule all:
     default_target: True
     input:

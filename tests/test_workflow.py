@@ -502,11 +502,20 @@ def test_demo_config_plans_the_whole_pipeline(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_and_writes_table1(tmp_path):
-    """The README's demo command end to end (about 10 minutes on 2 cores; -m slow)."""
+    """The README's demo command end to end (about 10 minutes on 2 cores; -m slow), then again after one
+    cell's certify.h5 was deleted."""
     work = make_workdir(tmp_path)
-    snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
+    r = snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
     table = pd.read_csv(work / "results/table1.csv", dtype={"eps": str})
     assert len(table) == 6 and (table.cert <= table.adv + 1e-9).all() and (table.adv <= table.nat + 1e-9).all()
+    assert "snakemake --configfile config/demo.yaml --report results/report.html" in r.stderr  # issue 29 (7)
+    # issue 29 (2), as the user met it: a deleted certify.h5 is re-made by the demo command as typed
+    cell = next((work / "results").glob("mnist_mini/*/*/ibp/seed0"))
+    (cell / "certify.h5").unlink()
+    r = snakemake(work, "--cores", "all", "--configfile", "config/demo.yaml", timeout=3000)
+    assert "metrics.json is re-made: certify.h5 is missing" in r.stderr
+    assert (cell / "certify.h5").is_file() and (cell / "attack.h5").is_file()
+    assert (work / "results/table1.csv").stat().st_mtime > (cell / "metrics.json").stat().st_mtime - 1e-3
 
 
 def test_readme_override_example_runs_on_the_demo_grid_as_written(tmp_path):
@@ -606,3 +615,56 @@ def test_every_gpu_rule_is_placed_on_the_gpu_partition_by_the_slurm_profile():
         assert res and res["slurm_partition"] == "gpu" and res["gres"] == "gpu:1" and res["gpu"] == 0, rule
     local = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     assert local["resources"]["gpu"] == 1
+
+
+def test_deleted_or_replaced_intermediates_are_remade_by_the_command_as_typed(tiny_run, tmp_path):
+    """Issue 29 (2): after an intermediate is deleted (certify.h5), a cell's summary is removed, or a file from
+    another cell is put in its place, the same command re-makes exactly what depends on it — never "Nothing to
+    be done" while a table shows numbers from files that are gone — and says why; then the run is complete."""
+    work = make_workdir(tmp_path)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    ibp0, ibp1, std1 = (work / CELL.format(run=r, seed=s) for r, s in (("ibp", 0), ("ibp", 1), ("standard", 1)))
+    table_before = (work / "results/table1.csv").stat().st_mtime
+    (ibp0 / "certify.h5").unlink()
+    shutil.copy2(ibp0 / "attack.h5", tmp_path / "attack0.h5")
+    (std1 / "metrics.json").unlink()
+    shutil.copy2(ibp1 / "attack.h5", ibp0 / "attack.h5")  # another cell's file, older than metrics.json
+    planned = set(planned_jobs(work, "--configfile", "config/ci.yaml"))
+    c0, s1 = CELL.format(run="ibp", seed=0), CELL.format(run="standard", seed=1)
+    assert {("certify", f"{c0}/certify.h5"), ("attack", f"{c0}/attack.h5"), ("summarize", f"{c0}/metrics.json"),
+            ("summarize", f"{s1}/metrics.json"), ("report", "results/table1.csv")} <= planned, sorted(planned)
+    assert not any(job[0] in ("train", "select") for job in planned)
+    r = snakemake(work, "--cores", "all", "--configfile", "config/ci.yaml", timeout=1500)  # the command as typed
+    assert f"{c0}/metrics.json is re-made: certify.h5 is missing" in r.stderr
+    assert f"results/table1.csv is re-made: {s1}/metrics.json is missing" in r.stderr
+    # issue 29 (7): the run's last lines say where to look
+    assert "ctbench: results are in results/table1.md, results/seeds.csv, results/ablations.md" in r.stderr
+    assert "snakemake --configfile config/ci.yaml --report results/report.html" in r.stderr
+    for path in (ibp0 / "certify.h5", ibp0 / "attack.h5", std1 / "metrics.json"):
+        assert path.is_file(), path
+    assert "certify.h5 is missing" in (ibp0 / "logs/redo-summarize.txt").read_text()
+    assert (work / "results/table1.csv").stat().st_mtime > table_before
+    state = cell_state(work, "ibp", 0)
+    fps = state["fingerprints"]
+    assert fps[1]["certify"] == fps[2]["certify"] == fps[3]["certify"]  # certify.h5, attack.h5, metrics.json agree
+    assert fps[2]["attack"] == fps[3]["attack"] != json.loads((ibp1 / "metrics.json").read_text())["fingerprints"][
+        "attack"]
+    assert dry_run_jobs(work, "--configfile", "config/ci.yaml") == {}
+    r = snakemake(work, "-n", "--configfile", "config/ci.yaml")
+    assert "re-made" not in r.stderr and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_slurm_dry_run_threads_are_explained_and_shown_with_cores(tmp_path):
+    """Issue 29 (6): a SLURM dry run prints `--threads 1` (Snakemake caps a dry run's threads at --cores); the
+    README says so and that `--cores 8` shows the commands as they will run — both checked here."""
+    readme = (ROOT / "README.md").read_text()
+    assert "prints `--threads 1` in every command" in readme and "add `--cores 8` to the\ndry run" in readme
+    work = make_workdir(tmp_path)
+
+    def threads(*extra):
+        out = snakemake(work, "--profile", "slurm", "-n", "-p", "--configfile", "config/ci.yaml", *extra).stdout
+        return {(m[0], int(m[1])) for m in re.findall(r"ctbench (train|certify|attack)\b.*? --threads (\d+)", out)}
+
+    assert threads() == {("train", 1), ("certify", 1), ("attack", 1)}
+    assert threads("--cores", "8") == {("train", 8), ("certify", 8), ("attack", 4)}

@@ -2,6 +2,7 @@
 # Every function the rules use lives here (snakemake --lint: no functions beside rules elsewhere).
 # The grid (cells, resolved configs, fingerprints) comes from ctbench.grid: one resolution of a cell,
 # shared with the jobs (the train job trains the cell.json written from it) and with `ctbench report`.
+import os
 import re
 import shlex
 import sys
@@ -12,6 +13,7 @@ import ctbench.analysis as ctbench_analysis
 from ctbench.errors import CTBenchError
 from ctbench.grid import Grid
 from ctbench.grid.fingerprint import digest
+from ctbench.grid import stale
 from ctbench.io import write_json
 
 
@@ -37,6 +39,39 @@ MANIFEST_PARTS = {
     "table1": TABLE1_CELLS,
     "ablations": ABLATION_CELLS + TABLE1_CELLS,
 }
+
+
+def mark_stale_outputs():
+    """Outputs whose inputs were deleted (or replaced) since they were made get a redo note, which the rule
+    takes as an input (`redo`): Snakemake then re-makes them, and what they need, instead of answering
+    "Nothing to be done" (ctbench/grid/stale.py). Main process only: a cluster job never writes notes."""
+    found = []
+    for c in CELLS:
+        for stage_name, reason in stale.cell_problems(c.dir, GRID.fingerprints(c)).items():
+            output = dict((s, o) for s, o, _ in stale.CELL_STAGES)[stage_name]
+            found.append((stale.redo_note(c.dir, stage_name), f"{c.dir}/{output}", reason))
+    for rule_name, table, cells in (("report", "results/table1.csv", TABLE1_CELLS),
+                                    ("ablations", "results/ablations.csv", ABLATION_CELLS + TABLE1_CELLS)):
+        reason = stale.table_problem(table, [c.dir for c in cells])
+        if reason:
+            found.append((stale.redo_note("results", rule_name), table, reason))
+    for note, output, reason in found:
+        stale.write_redo_note(note, output, reason)
+        print(f"ctbench: {output} is re-made: {reason} (see {note})", file=sys.stderr)
+
+
+def redo(stage, directory=None):
+    """input: the stage's redo note when there is one (a newer note re-runs the rule; see above)."""
+
+    def _redo(wildcards):
+        note = stale.redo_note(directory or cell(wildcards).dir, stage)
+        return [note] if os.path.exists(note) else []
+
+    return _redo
+
+
+if workflow.is_main_process:
+    mark_stale_outputs()
 
 # GPU rules' wall time and memory per dataset (sbatch -t minutes, --mem MB) on one A100/H100-class GPU
 # for the paper's schedules; edit for your site (or override with set-resources in a profile).
@@ -179,6 +214,27 @@ def prepared_flag(wildcards):
 
 def cell_dir(wildcards):
     return cell(wildcards).dir
+
+
+def print_where_to_look(workflow):
+    """onsuccess: the run's last lines say where its results are and how to bundle them into one page."""
+    shown = [
+        f for f in ("results/table1.md", "results/seeds.csv", "results/ablations.md") if os.path.exists(f)
+    ]
+    if not shown:
+        return
+    configs = " ".join(
+        f"--configfile {shlex.quote(str(os.path.relpath(c)))}"
+        for c in workflow.overwrite_configfiles or []
+    )
+    lines = ["ctbench: results are in " + ", ".join(shown)]
+    if os.path.isdir("results/analysis"):
+        lines.append("ctbench: the analyses' tables and figures are in results/analysis/")
+    lines.append(
+        "ctbench: one HTML page of all of them: "
+        + " ".join(p for p in ("snakemake", configs, "--report results/report.html") if p)
+    )
+    print("\n".join(lines), file=sys.stderr)
 
 
 def check_slurm_resources(workflow):

@@ -2,6 +2,7 @@ rule certify:
     input:
         model=rules.select.output.model,
         extra=certify_extra_inputs,
+        redo=redo("certify"),
     output:
         h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/certify.h5",
     log:
@@ -32,6 +33,7 @@ rule attack:
     input:
         model=rules.select.output.model,
         certificates=rules.certify.output.h5,
+        redo=redo("attack"),
     output:
         h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/attack.h5",
     log:
@@ -62,6 +64,7 @@ rule summarize:
     input:
         certify=rules.certify.output.h5,
         attack=rules.attack.output.h5,
+        redo=redo("summarize"),
     output:
         metrics="results/{dataset}/{eps}/{model}/{run}/seed{seed}/metrics.json",
         table="results/{dataset}/{eps}/{model}/{run}/seed{seed}/summary.parquet",

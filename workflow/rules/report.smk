@@ -14,6 +14,7 @@ rule report:
         manifest="results/manifest/table1.json",
         cells=cell_files(TABLE1_CELLS, "metrics.json"),
         literature=config["literature"],
+        redo=redo("report", "results"),
     output:
         table1=report(
             "results/table1.csv", caption="../report/table1.rst", category="Tables"
@@ -39,6 +40,7 @@ rule ablations:
         manifest="results/manifest/ablations.json",
         cells=cell_files(ABLATION_CELLS + TABLE1_CELLS, "metrics.json"),
         literature=config["literature"],
+        redo=redo("ablations", "results"),
     output:
         ablations=report(
             "results/ablations.csv",
