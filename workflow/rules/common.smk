@@ -44,14 +44,21 @@ MANIFEST_PARTS = {
 def mark_stale_outputs():
     """Outputs whose inputs were deleted (or replaced) since they were made get a redo note, which the rule
     takes as an input (`redo`): Snakemake then re-makes them, and what they need, instead of answering
-    "Nothing to be done" (ctbench/grid/stale.py). Main process only: a cluster job never writes notes."""
+    "Nothing to be done" (ctbench/grid/stale.py). Main process only: a cluster job never writes notes.
+    """
     found = []
     for c in CELLS:
-        for stage_name, reason in stale.cell_problems(c.dir, GRID.fingerprints(c)).items():
+        for stage_name, reason in stale.cell_problems(
+            c.dir, GRID.fingerprints(c)
+        ).items():
             output = dict((s, o) for s, o, _ in stale.CELL_STAGES)[stage_name]
-            found.append((stale.redo_note(c.dir, stage_name), f"{c.dir}/{output}", reason))
-    for rule_name, table, cells in (("report", "results/table1.csv", TABLE1_CELLS),
-                                    ("ablations", "results/ablations.csv", ABLATION_CELLS + TABLE1_CELLS)):
+            found.append(
+                (stale.redo_note(c.dir, stage_name), f"{c.dir}/{output}", reason)
+            )
+    for rule_name, table, cells in (
+        ("report", "results/table1.csv", TABLE1_CELLS),
+        ("ablations", "results/ablations.csv", ABLATION_CELLS + TABLE1_CELLS),
+    ):
         reason = stale.table_problem(table, [c.dir for c in cells])
         if reason:
             found.append((stale.redo_note("results", rule_name), table, reason))
@@ -219,7 +226,9 @@ def cell_dir(wildcards):
 def print_where_to_look(workflow):
     """onsuccess: the run's last lines say where its results are and how to bundle them into one page."""
     shown = [
-        f for f in ("results/table1.md", "results/seeds.csv", "results/ablations.md") if os.path.exists(f)
+        f
+        for f in ("results/table1.md", "results/seeds.csv", "results/ablations.md")
+        if os.path.exists(f)
     ]
     if not shown:
         return
@@ -229,10 +238,14 @@ def print_where_to_look(workflow):
     )
     lines = ["ctbench: results are in " + ", ".join(shown)]
     if os.path.isdir("results/analysis"):
-        lines.append("ctbench: the analyses' tables and figures are in results/analysis/")
+        lines.append(
+            "ctbench: the analyses' tables and figures are in results/analysis/"
+        )
     lines.append(
         "ctbench: one HTML page of all of them: "
-        + " ".join(p for p in ("snakemake", configs, "--report results/report.html") if p)
+        + " ".join(
+            p for p in ("snakemake", configs, "--report results/report.html") if p
+        )
     )
     print("\n".join(lines), file=sys.stderr)
 
