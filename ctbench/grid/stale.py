@@ -112,7 +112,7 @@ def table_problem(table: str | Path, cell_dirs: Iterable[str | Path]) -> str | N
         return None
     if len(missing) == 1:
         return f"{missing[0]}/metrics.json is missing"
-    return f"{missing[0]}/metrics.json and {len(missing) - 1} more cells' are missing"
+    return f"{missing[0]}/metrics.json and those of {len(missing) - 1} more cells are missing"
 
 
 def write_redo_note(path: str | Path, output: str, reason: str) -> None:
