@@ -9,7 +9,9 @@ Everything is saved as tensors + plain dicts / lists / str / int / float, so bot
      "config": json str,
      "epoch": int (epochs completed), "global_step": int, "model": state_dict,
      "optimizer": ..., "lr_scheduler": ..., "swa": state_dict | None, "rng": {...},
-     "best": {"epoch": int, "metric": float, "state_dict": ...} | None, "history": [row dicts]}
+     "best": {"epoch": int, "metric": float, "state_dict": ...} | None, "history": [row dicts],
+     "attempts": [{"attempt", "start_epoch", "end_epoch", "wall_s"}]}  (ctbench.training: the wall time of
+     every call that trained this run so far; absent in checkpoints of earlier versions)
 
 ``train/candidates.pt`` (once, when training finished)::
 

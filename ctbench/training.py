@@ -11,10 +11,18 @@ selection (what it was made on is recorded in ``model.pt``'s provenance as ``sel
 checkpoint and ``history.csv``. Re-running with the same config resumes from the checkpoint; the
 result is bitwise identical to an uninterrupted run on CPU.
 
+Wall time (paper App. C.6, Table 12): every call of :func:`train` is one *attempt*; its record (epochs it
+started and ended at, seconds from the start of :func:`train` to its last saved state) is kept in the
+checkpoint, so it survives a kill, a retry and a checkpoint restored from ``train/stale/``, and is written to
+``train/attempts.csv``. Their sum is the training's total wall time, which a scheduler's per-job
+measurement (Snakemake's ``benchmark:`` file holds the last job only) cannot give after a resume. Not
+counted: the program's start-up before :func:`train` and the unfinished epoch of a killed attempt.
+
 Outputs under ``out_dir``::
 
     train/checkpoint.pt   resumable state (see ctbench.checkpoint)
-    train/history.csv     one row per epoch (HISTORY_COLUMNS)
+    train/history.csv     one row per epoch (HISTORY_COLUMNS; ``time_s``: the epoch's seconds)
+    train/attempts.csv    one row per attempt, all attempts of this run (ATTEMPT_COLUMNS)
     train/candidates.pt   the finished run's selection candidates: last, best-by-metric, SWA average
     model.pt              the selected one (``ctbench.select``; skipped with ``select=False``, as the
                           Snakemake DAG does: its ``select`` rule writes it)
@@ -76,6 +84,7 @@ HISTORY_COLUMNS = (
     "val_loss",
     "time_s",
 )
+ATTEMPT_COLUMNS = ("attempt", "start_epoch", "end_epoch", "wall_s")
 
 
 @dataclass
@@ -195,6 +204,31 @@ def _history_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _attempts_csv(attempts: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ATTEMPT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for a in attempts:
+        writer.writerow({k: a.get(k) for k in ATTEMPT_COLUMNS})
+    return buf.getvalue()
+
+
+class _Attempt:
+    """This call's record among the run's attempts (``start_epoch`` → ``end_epoch``, ``wall_s`` since
+    :func:`train` began); earlier attempts come from the checkpoint."""
+
+    def __init__(self, t_start: float, earlier: list[dict], start_epoch: int):
+        self.t_start = t_start
+        self.record = {"attempt": len(earlier) + 1, "start_epoch": start_epoch, "end_epoch": start_epoch,
+                       "wall_s": 0.0}
+        self.all = [*earlier, self.record]
+
+    def update(self, end_epoch: int) -> list[dict]:
+        """Mark ``end_epoch`` reached now; returns all attempts (plain dicts, for the checkpoint)."""
+        self.record.update(end_epoch=end_epoch, wall_s=round(time.monotonic() - self.t_start, 3))
+        return [dict(a) for a in self.all]
+
+
 def _better(selection: str, metric: float, best: dict | None) -> bool:
     if best is None:
         return True
@@ -204,14 +238,16 @@ def _better(selection: str, metric: float, best: dict | None) -> bool:
 def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None) -> dict:
     """Train one cell described by a resolved config; returns a summary dict.
 
-    Returns ``{"status": "done" | "interrupted", "epochs_done", "model_path", "history", ...}``.
+    Returns ``{"status": "done" | "interrupted", "epochs_done", "model_path", "history", "attempts", ...}``.
     """
     from ctbench.data import load_dataset
     from ctbench.models import create_model
 
+    t_start = time.monotonic()
     opts = options or TrainOptions()
     out = Path(out_dir)
     ckpt_path, hist_path = out / "train" / "checkpoint.pt", out / "train" / "history.csv"
+    attempts_path = out / "train" / "attempts.csv"
     device = resolve_device(opts.device)
     seed = int(config.get("seed") or 0)
     seed_everything(seed)
@@ -237,7 +273,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
 
     fingerprint = opts.fingerprint(config)
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-    start_epoch, global_step, best, history = 0, 0, None, []
+    start_epoch, global_step, best, history, earlier = 0, 0, None, [], []
     if opts.on_config_change == "restart":
         _set_aside_if_stale(ckpt_path, fingerprint)
     if ckpt_path.exists():
@@ -249,8 +285,11 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
             swa.load_state_dict(ckpt["swa"])
         start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         best, history = ckpt.get("best"), list(ckpt.get("history") or [])
+        earlier = list(ckpt.get("attempts") or [])  # none in checkpoints written before attempts were kept
         set_rng_state(ckpt["rng"])
         logger.info("resuming %s from epoch %d", out, start_epoch)
+    attempt = _Attempt(t_start, earlier, start_epoch)
+    write_text(attempts_path, _attempts_csv(attempt.update(start_epoch)))
 
     stop = epochs if opts.max_epochs is None else min(epochs, opts.max_epochs)
     run_times: list[float] = []
@@ -358,13 +397,16 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
                 "rng": get_rng_state(),
                 "best": best,
                 "history": history,
+                "attempts": attempt.update(epoch + 1),
             },
         )
         write_text(hist_path, _history_csv(history))
+        write_text(attempts_path, _attempts_csv(attempt.all))
 
     write_text(hist_path, _history_csv(history))  # also when nothing was left to train (a resumed finished run)
     done = len(history) >= epochs
-    summary = {"status": "done" if done else "interrupted", "epochs_done": len(history), "history": history}
+    summary = {"status": "done" if done else "interrupted", "epochs_done": len(history), "history": history,
+               "attempts": attempt.all}
     if not done:
         logger.info("stopped after epoch %d of %d; re-run the same command to resume", len(history), epochs)
         return summary
@@ -384,6 +426,7 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
     summary["candidates_path"] = str(cand_path)
     if opts.select:
         summary.update(select_model(cand_path, out / "model.pt"))
+    write_text(attempts_path, _attempts_csv(attempt.update(len(history))))  # with SWA, candidates, model.pt
     return summary
 
 

@@ -3,7 +3,22 @@
 Input: the Snakemake ``benchmark:`` files of the rules, ``<cell dir>/benchmarks/<rule>.tsv`` (rule =
 train, select, certify, attack, ...; the file name is the rule, as Snakemake's directive writes it). Their
 format: header ``s  h:m:s  max_rss  max_vms  max_uss  max_pss  io_in  io_out  mean_load  cpu_time``
-(tab-separated), one row per repeat; a stage's time is the mean of ``s`` over the repeats.
+(tab-separated), one row per repeat (the mean of ``s`` is used). A benchmark file measures one job: the
+*last attempt* of a rule — Snakemake overwrites it when a job is retried, and a job that resumed from an
+earlier attempt's state (a training checkpoint, ``certify``'s partial state) ran only the rest. So:
+
+* ``train_s`` is the training's own record, which survives resumes: the sum of the attempts' wall times in
+  ``<cell dir>/train/attempts.csv`` (``ctbench.training``: every call of ``ctbench train``, e.g. a killed job,
+  its retry, or a job that restored a finished checkpoint from ``train/stale/`` and only re-wrote the
+  candidates); for runs trained before that file existed, the sum of the epoch times ``time_s`` of
+  ``train/history.csv`` (set-up not counted). Only without both is it the benchmark file's last job.
+* ``certify_s`` is the benchmark's, unless the per-sample times in ``certify.h5`` (kept across resumes) add up
+  to more: the job resumed, and the cascade time over all attempts (set-up not counted) is shown instead.
+* any other ``<rule>_s`` is the benchmark's: the last attempt, which is all that is known of a retried job.
+
+Column ``timing`` names the source of each number of the row; ``total_s`` adds the stages it names, and is
+left empty where one of them is unknown. ``cell_dir`` is relative to the working directory (outside it: from
+the ``results`` folder on, else from the cells' common folder) — never an absolute path of the machine.
 
 A benchmark file has no cell identity of its own: it belongs to the cell whose ``certify.h5`` /
 ``metrics.json`` (given with ``--certify`` / ``--metrics``) lies in the same cell directory (the parent
@@ -12,13 +27,15 @@ per-stage seconds (``stage_time_s``) as ``stage_<stage>_s``. The hardware is ``-
 ``hardware`` attribute of those files (or of their ``model_provenance``), else ``unknown``.
 
 Outputs (``--out-dir``): ``cost.{csv,md,tex,png,pdf}``; columns ``dataset, eps, model, method, seed,
-cell_dir, hardware, <rule>_s ..., total_s, max_rss_mb, stage_<stage>_s ...`` (seconds).
+cell_dir, hardware, <rule>_s ..., total_s, max_rss_mb, stage_<stage>_s ..., timing`` (seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctbench.analysis import cells as C
@@ -28,6 +45,15 @@ KIND = "grid"
 STEM = "cost"
 RULE_ORDER = ("train", "select", "certify", "attack", "summarize")
 HARDWARE_KEYS = ("hardware", "gpu_name", "device_name")
+ATTEMPT_COLUMNS = ("attempt", "start_epoch", "end_epoch", "wall_s")  # ctbench.training.ATTEMPT_COLUMNS
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """One stage's seconds and where they come from (the text of column ``timing``)."""
+
+    seconds: float
+    source: str
 
 
 def read_benchmark(path: str | Path) -> dict:
@@ -45,6 +71,105 @@ def read_benchmark(path: str | Path) -> dict:
             "max_rss_mb": float(rss.max()) if rss is not None and rss.notna().any() else math.nan}
 
 
+def _read_csv(path: Path, columns, what: str):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise CTBenchError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise CTBenchError(f"{path} is not a ctbench {what} (missing column(s) {', '.join(missing)})")
+    return df
+
+
+def history_epochs(cell_dir: Path) -> tuple[int, float] | None:
+    """``(epochs, sum of their time_s)`` of ``train/history.csv``; None without the file; the sum is NaN
+    when an epoch's time is missing."""
+    import pandas as pd
+
+    path = cell_dir / "train" / "history.csv"
+    if not path.is_file():
+        return None
+    times = pd.to_numeric(_read_csv(path, ("epoch", "time_s"), "training history")["time_s"], errors="coerce")
+    return len(times), float(times.sum()) if times.notna().all() else math.nan
+
+
+def attempts_time(cell_dir: Path, epochs: int | None) -> tuple[float, int] | None:
+    """``(sum of wall_s, number of attempts)`` of ``train/attempts.csv``, or None when the file is absent or
+    does not cover the run: the attempts must run on from epoch 0 without a gap to the history's last epoch
+    (a run resumed from a checkpoint older than the file starts later: its first attempts are unknown)."""
+    import pandas as pd
+
+    path = cell_dir / "train" / "attempts.csv"
+    if not path.is_file():
+        return None
+    df = _read_csv(path, ATTEMPT_COLUMNS, "training attempts file").sort_values("attempt")
+    start, end = df["start_epoch"].to_numpy(), df["end_epoch"].to_numpy()
+    wall = pd.to_numeric(df["wall_s"], errors="coerce")
+    chained = len(df) > 0 and start[0] == 0 and (start[1:] == end[:-1]).all()
+    if not chained or wall.isna().any() or (epochs is not None and end[-1] != epochs):
+        return None
+    return float(wall.sum()), len(df)
+
+
+def train_time(cell_dir: Path, bench: dict) -> StageTime:
+    """The training's total wall time over all its attempts (see the module docstring for the order)."""
+    history = history_epochs(cell_dir)
+    attempts = attempts_time(cell_dir, history[0] if history else None)
+    if attempts is not None:
+        seconds, n = attempts
+        return StageTime(seconds, f"train/attempts.csv, {n} attempt{'s' if n > 1 else ''}")
+    if history is not None:
+        if math.isnan(history[1]):
+            return StageTime(math.nan, "unknown: train/history.csv lacks epoch times")
+        return StageTime(history[1], f"train/history.csv, {history[0]} epochs, set-up not counted")
+    return StageTime(bench["s"], _benchmark_source(bench, "last job only"))
+
+
+def certify_time(bench: dict, cascade_s: float | None) -> StageTime:
+    """The benchmark's seconds, unless ``certify.h5``'s per-sample times (kept across resumes) exceed them:
+    a resumed job, whose benchmark misses the earlier attempts — then the cascade's time over all of them."""
+    if cascade_s is not None and cascade_s > 1.01 * bench["s"]:
+        return StageTime(cascade_s, "certify.h5 per-sample times (resumed job: all attempts, set-up not counted)")
+    return StageTime(bench["s"], _benchmark_source(bench, "last attempt"))
+
+
+def _benchmark_source(bench: dict, what: str) -> str:
+    repeats = f", mean of {bench['repeats']} repeats" if bench["repeats"] > 1 else ""
+    return f"benchmark, {what}{repeats}"
+
+
+def stage_time(rule: str, cell_dir: Path, bench: dict, ident: dict) -> StageTime:
+    if rule == "train":
+        return train_time(cell_dir, bench)
+    if rule == "certify":
+        return certify_time(bench, ident.get("cascade_s"))
+    return StageTime(bench["s"], _benchmark_source(bench, "last attempt"))
+
+
+def relative_dirs(dirs, cwd: Path | None = None) -> dict[Path, str]:
+    """Each (resolved) directory as a relative path, never an absolute one: relative to ``cwd`` (default: the
+    working directory) when inside it, else from its last ``results`` folder on, else relative to the common
+    folder of such remaining directories (its parent, when that is one of them)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    out, rest = {}, []
+    for d in dirs:
+        if d.is_relative_to(cwd):
+            out[d] = d.relative_to(cwd).as_posix()
+        elif "results" in d.parts:
+            k = len(d.parts) - 1 - d.parts[::-1].index("results")
+            out[d] = Path(*d.parts[k:]).as_posix()
+        else:
+            rest.append(d)
+    if rest:
+        base = Path(os.path.commonpath(rest))
+        base = base.parent if base in rest else base
+        out.update({d: d.relative_to(base).as_posix() for d in rest})
+    return out
+
+
 def _hardware_of(meta: dict) -> str | None:
     for source in (meta, meta.get("model_provenance") if isinstance(meta.get("model_provenance"), dict) else {}):
         for k in HARDWARE_KEYS:
@@ -54,12 +179,15 @@ def _hardware_of(meta: dict) -> str | None:
 
 
 def identities(certify=(), metrics=()) -> dict[Path, dict]:
-    """Cell directory → ``{"cell", "hardware", "stage_s"}`` from the given identity files."""
+    """Cell directory → ``{"cell", "hardware", "device", "stage_s", "cascade_s"}`` from the identity files
+    (``cascade_s``: the sum of ``certify.h5``'s per-sample times, which a resumed job keeps)."""
     out: dict[Path, dict] = {}
     for item in C.read_all(certify):
         stage_s = dict(zip(item.stages, map(float, item.data.get("stage_time_s", [])), strict=False))
+        per_sample = item.data.get("time_s")
         out[item.path.parent.resolve()] = {"cell": item.cell, "hardware": _hardware_of(item.attrs),
-                                           "device": item.attrs.get("device"), "stage_s": stage_s}
+                                           "device": item.attrs.get("device"), "stage_s": stage_s,
+                                           "cascade_s": float(per_sample.sum()) if per_sample is not None else None}
     for row in C.read_metrics(metrics):
         entry = out.setdefault(row["path"].parent.resolve(), {"cell": row["cell"], "stage_s": {}, "device": None,
                                                               "hardware": None})
@@ -68,38 +196,40 @@ def identities(certify=(), metrics=()) -> dict[Path, dict]:
 
 
 def cost_table(benchmarks, certify=(), metrics=(), hardware: str | None = None):
-    """One row per cell (seconds), sorted in the paper's order."""
+    """One row per cell (seconds), sorted in the paper's order; ``timing`` names each number's source."""
     import pandas as pd
 
     known = identities(certify, metrics)
-    cells: dict[Path, dict] = {}
+    cells: dict[Path, dict[str, dict]] = {}
     for p in C.require(benchmarks, "benchmark"):
-        cell_dir = p.parent.parent.resolve()
-        b = read_benchmark(p)
-        row = cells.setdefault(cell_dir, {"_rss": []})
-        row[f"{p.stem}_s"] = b["s"]
-        row["_rss"].append(b["max_rss_mb"])
-    rows = []
-    for cell_dir, times in cells.items():
-        ident = known.get(cell_dir, {})
-        cell = ident.get("cell")
-        hw = hardware or ident.get("hardware") or (f"unknown (device {ident['device']})" if ident.get("device")
-                                                   else "unknown")
-        rule_cols = sorted((k for k in times if k.endswith("_s")), key=_rule_key)
-        row = {"dataset": cell.dataset if cell else "", "eps": cell.eps if cell else "",
-               "model": cell.model if cell else "", "method": cell.label if cell else "",
-               "seed": cell.seed if cell else "", "cell_dir": str(cell_dir), "hardware": hw,
-               **{k: times[k] for k in rule_cols}}
-        row["total_s"] = float(sum(times[k] for k in rule_cols))
-        rss = [v for v in times["_rss"] if not math.isnan(v)]
-        row["max_rss_mb"] = max(rss) if rss else math.nan
-        row.update({f"stage_{s}_s": t for s, t in ident.get("stage_s", {}).items()})
-        rows.append((cell, row))
+        cells.setdefault(p.parent.parent.resolve(), {})[p.stem] = read_benchmark(p)
+    shown = relative_dirs(cells)
+    rows = [_row(cell_dir, shown[cell_dir], benches, known.get(cell_dir, {}), hardware)
+            for cell_dir, benches in cells.items()]
     rows.sort(key=lambda cr: (cr[0] is None, cr[0].sort_key() if cr[0] else cr[1]["cell_dir"]))
     df = pd.DataFrame([r for _, r in rows])
     first = ["dataset", "eps", "model", "method", "seed", "cell_dir", "hardware"]
     stages = [c for c in df.columns if c.startswith("stage_")]
-    return df[first + sorted(rule_columns(df), key=_rule_key) + ["total_s", "max_rss_mb"] + stages]
+    return df[first + sorted(rule_columns(df), key=_rule_key) + ["total_s", "max_rss_mb"] + stages + ["timing"]]
+
+
+def _row(cell_dir: Path, shown: str, benches: dict[str, dict], ident: dict, hardware: str | None):
+    """``(cell or None, row dict)`` of one cell directory."""
+    cell = ident.get("cell")
+    hw = hardware or ident.get("hardware") or (f"unknown (device {ident['device']})" if ident.get("device")
+                                               else "unknown")
+    times = {rule: stage_time(rule, cell_dir, b, ident) for rule, b in benches.items()}
+    rules = sorted(times, key=lambda r: _rule_key(f"{r}_s"))
+    row = {"dataset": cell.dataset if cell else "", "eps": cell.eps if cell else "",
+           "model": cell.model if cell else "", "method": cell.label if cell else "",
+           "seed": cell.seed if cell else "", "cell_dir": shown, "hardware": hw,
+           **{f"{r}_s": times[r].seconds for r in rules}}
+    row["total_s"] = float(sum(times[r].seconds for r in rules))  # NaN (unknown) if one stage is
+    rss = [b["max_rss_mb"] for b in benches.values() if not math.isnan(b["max_rss_mb"])]
+    row["max_rss_mb"] = max(rss) if rss else math.nan
+    row.update({f"stage_{s}_s": t for s, t in ident.get("stage_s", {}).items()})
+    row["timing"] = "; ".join(f"{r}: {times[r].source}" for r in rules)
+    return cell, row
 
 
 def rule_columns(df) -> list[str]:
@@ -110,6 +240,18 @@ def rule_columns(df) -> list[str]:
 def _rule_key(col: str) -> tuple:
     rule = col[:-2]
     return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), rule)
+
+
+TIMING_NOTE = (
+    "Where each number comes from (column `timing`): train — the training's own record of all its attempts "
+    "(`train/attempts.csv`; a resumed, retried or restored run included), else the epoch times of "
+    "`train/history.csv`; other stages — Snakemake's benchmark file, which holds a job's last attempt only: a "
+    "retried job's earlier attempts are not in it (for certify, a resumed job is recognised from `certify.h5` "
+    "and its cascade time over all attempts shown). `total_s` adds the stages of its row; it is empty where one "
+    "of them is unknown.")
+
+LATEX_NOTE = ("train: all attempts of the training (train/attempts.csv or history.csv); other stages: Snakemake "
+              "benchmark files, the last attempt of a retried job only (column timing of cost.csv)")
 
 
 def to_latex(df) -> str:
@@ -125,7 +267,7 @@ def to_latex(df) -> str:
               *(latex_text(c[:-2].replace("_", " ").capitalize()) + " (s)" for c in rules), "Total (s)"]
     hw = "; ".join(sorted(set(df["hardware"])))
     return latex_table(rows, header, group_cols=2, align="llll" + "r" * (len(rules) + 1),
-                       comment=f"CTBench Table 12 layout (ctbench analyze cost); hardware: {hw}")
+                       comment=f"CTBench Table 12 layout (ctbench analyze cost); hardware: {hw}; {LATEX_NOTE}")
 
 
 def figure(df, stem: Path) -> list[Path]:
@@ -169,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
 
     df = cost_table(args.benchmarks, args.certify, args.metrics, args.hardware)
     hw = "; ".join(sorted(set(df["hardware"])))
-    notes = [f"Hardware: {hw}."]
+    notes = [f"Hardware: {hw}.", TIMING_NOTE]
     if (df["dataset"] == "").any():
         notes.append("Cells without a given certify.h5/metrics.json are named by their directory (`cell_dir`).")
     written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes,

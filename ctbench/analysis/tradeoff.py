@@ -1,11 +1,16 @@
 """Robustness-accuracy trade-off (paper Fig. 1, App. B.2 Fig. 8): natural vs certified accuracy per setting.
 
 One panel per setting (dataset, ε) of our grid: per method the literature's best reported values
-(transparent, as in Fig. 8), the CTBench paper's values (hollow squares) and ours (solid; mean over seeds
-with ± std error bars when several seeds; one marker per architecture), with an arrow from the literature
-to ours. The paper's values are CNN7's: they sit beside cells of ``--paper-model`` (cnn7) only. They come
-from ``config/literature.yaml`` ``table1`` (``[nat_literature, nat_ctbench, cert_literature,
-cert_ctbench, adv_ctbench]``).
+(faded, as in Fig. 8), the CTBench paper's values (hollow) and ours (filled; mean over seeds with ± std
+error bars when several seeds), with an arrow from the literature to ours. Each method has its own colour
+and marker shape (the paper's method order); a second series of the same method in a panel (another
+architecture or variant) is half-filled. Points that lie within a marker's width of each other are drawn
+side by side — shifted horizontally by whole marker widths around their common place, in the table's order
+— so that none hides another (e.g. IBP and CROWN-IBP of equal accuracies); the x label of such a panel says
+so, and the table holds the exact values. The legend of a panel lists only what it shows: its methods and
+the sources (literature, CTBench paper) that have points there. The paper's values are CNN7's: they sit
+beside cells of ``--paper-model`` (cnn7) only. They come from ``config/literature.yaml`` ``table1``
+(``[nat_literature, nat_ctbench, cert_literature, cert_ctbench, adv_ctbench]``).
 
 Outputs (``--out-dir``): ``tradeoff.{csv,md,tex,png,pdf}``; columns ``dataset, eps, model, method, source
 (literature | ctbench paper | ours), nat, cert, nat_std, cert_std, n_seeds`` (percent).
@@ -23,6 +28,14 @@ from ctbench.errors import CTBenchError
 KIND = "grid"
 STEM = "tradeoff"
 SOURCES = ("literature", "ctbench paper", "ours")
+MARKERS = "osD^vPX*hp"  # one shape per method, in the paper's method order (ctbench.analysis.style.METHOD_ORDER)
+MARKER_SIZE = 6.0  # points
+HALF_FILLS = ("full", "left", "bottom", "right", "top")  # 2nd, 3rd, ... series of one method in a panel
+DODGE_NOTE = "points within a marker's width drawn side by side"
+FIGURE_NOTE = ("Figure (tradeoff.png): one colour and marker shape per method; ours filled (± std over seeds), the "
+               "CTBench paper's hollow, the literature's faded, an arrow from the literature to ours. Points within "
+               "a marker's width of each other are drawn side by side (shifted horizontally by whole marker "
+               "widths); this table holds the exact values.")
 
 
 def tradeoff_table(rows: list[dict], literature: dict, keep=None, paper_model: str = "cnn7"):
@@ -76,40 +89,162 @@ def to_latex(df) -> str:
 
 
 def figure(df, stem: Path) -> list[Path]:
-    """One panel per setting: natural (x) vs certified (y) accuracy per method and source."""
-    from matplotlib.lines import Line2D
+    """``stem.png`` and ``stem.pdf`` of :func:`draw`."""
+    from ctbench.analysis.gridtables import save_figure
 
-    from ctbench.analysis.gridtables import method_color, method_name, panels, save_figure, setting_name
+    return save_figure(draw(df), stem)
+
+
+def draw(df):
+    """The figure: one panel per setting, natural (x) vs certified (y) accuracy per method and source.
+
+    Every point is a ``Line2D`` with gid ``"<source>|<method>|<model>"`` (the arrows and error bars have none)."""
+    from ctbench.analysis.gridtables import panels, setting_name
 
     settings = list(dict.fromkeys(zip(df.dataset, df.eps, strict=True)))
-    markers = dict(zip(sorted(set(df.model)), "o^vDP*X", strict=False))  # one marker per architecture
     fig, axes = panels(len(settings))
-    for ax, (dataset, eps) in zip(axes, settings, strict=True):
-        block = df[(df.dataset == dataset) & (df.eps == eps)]
-        for (method, model), g in block.groupby(["method", "model"], sort=False):
-            color = method_color(method)
-            pts = {r["source"]: r for r in g.to_dict("records")}
-            if "literature" in pts:
-                ax.plot(pts["literature"]["nat"], pts["literature"]["cert"], "o", color=color, alpha=0.35)
-            if "ctbench paper" in pts:
-                ax.plot(pts["ctbench paper"]["nat"], pts["ctbench paper"]["cert"], "s", mfc="none", color=color)
-            ours = pts["ours"]
-            ax.errorbar(ours["nat"], ours["cert"], xerr=_err(ours["nat_std"]), yerr=_err(ours["cert_std"]),
-                        fmt=markers.get(model, "o"), color=color, label=method_name(method) + (f" ({model})" if len(
-                            set(block.model)) > 1 else ""))
-            if "literature" in pts:
-                ax.annotate("", (ours["nat"], ours["cert"]), (pts["literature"]["nat"], pts["literature"]["cert"]),
-                            arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.5, "lw": 0.8})
+    blocks = [df[(df.dataset == dataset) & (df.eps == eps)] for dataset, eps in settings]
+    for ax, block, (dataset, eps) in zip(axes, blocks, settings, strict=True):
         ax.set_xlabel("natural accuracy [%]")
         ax.set_ylabel("certified accuracy [%]")
         ax.set_title(setting_name(dataset, eps))
-        handles = ax.get_legend_handles_labels()[0]
-        if ax is axes[0]:  # which marker is which source, once
-            handles += [Line2D([], [], marker="o", ls="", color="grey", alpha=0.35, label="literature"),
-                        Line2D([], [], marker="s", ls="", mfc="none", color="grey", label="CTBench paper"),
-                        Line2D([], [], marker="o", ls="", color="grey", label="ours (± std over seeds)")]
-        ax.legend(handles=handles, fontsize="x-small", loc="best")
-    return save_figure(fig, stem)
+        _set_limits(ax, block)
+    fig.tight_layout()  # the layout the figure is saved with: distances between points are measured in it
+    for ax, block in zip(axes, blocks, strict=True):
+        _draw_panel(ax, block)
+    return fig
+
+
+def method_marker(label: str) -> str:
+    """A fixed marker shape per method (``crown_ibp+wide`` → CROWN-IBP's), like its colour."""
+    from ctbench.analysis.style import METHOD_ORDER
+
+    method = label.split("+")[0]
+    k = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
+    return MARKERS[k % len(MARKERS)]
+
+
+def _set_limits(ax, block) -> None:
+    """Fix the axes' limits to all points and error bars (autoscaled once), so that points can be placed in
+    the final coordinates."""
+    import numpy as np
+
+    nat, cert = block["nat"].to_numpy(float), block["cert"].to_numpy(float)
+    dx, dy = np.nan_to_num(block["nat_std"].to_numpy(float)), np.nan_to_num(block["cert_std"].to_numpy(float))
+    corners = np.c_[np.r_[nat - dx, nat + dx], np.r_[cert - dy, cert + dy]]
+    ax.update_datalim(corners[np.isfinite(corners).all(axis=1)])
+    ax.autoscale_view()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+
+
+def _points(block) -> list[dict]:
+    """The panel's points in drawing order, each with its series' colour, marker and fill."""
+    from ctbench.analysis.gridtables import method_color
+
+    several_models = block["model"].nunique() > 1
+    fills: dict[str, int] = {}
+    points = []
+    for (method, model), g in block.groupby(["method", "model"], sort=False):
+        base = method.split("+")[0]
+        fill = HALF_FILLS[fills.setdefault(base, 0) % len(HALF_FILLS)]
+        fills[base] += 1
+        style = {"method": method, "model": model, "color": method_color(method), "marker": method_marker(method),
+                 "fill": fill, "several_models": several_models}
+        by_source = {r["source"]: r for r in g.to_dict("records")}
+        points += [{**by_source[src], **style} for src in SOURCES if src in by_source]
+    return points
+
+
+def dodge(xy_px, width_px: float) -> list[float]:
+    """Horizontal offsets, in marker widths, that put points closer than ``width_px`` (display units) to each
+    other side by side: each cluster of such points (single linkage) is spread symmetrically around its
+    place, its points in the given order, one marker width apart. Isolated points keep offset 0."""
+    import numpy as np
+
+    xy = np.asarray(xy_px, float).reshape(-1, 2)
+    group = list(range(len(xy)))
+
+    def root(i):
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(len(xy)):
+        for j in range(i):
+            if np.hypot(*(xy[i] - xy[j])) < width_px:
+                group[root(i)] = root(j)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(xy)):
+        clusters.setdefault(root(i), []).append(i)
+    offsets = [0.0] * len(xy)
+    for members in clusters.values():
+        for k, i in enumerate(members):
+            offsets[i] = k - (len(members) - 1) / 2
+    return offsets
+
+
+def _draw_panel(ax, block) -> None:
+    from matplotlib.transforms import ScaledTranslation
+
+    points = _points(block)
+    width_px = MARKER_SIZE * ax.figure.dpi / 72
+    offsets = dodge(ax.transData.transform([(p["nat"], p["cert"]) for p in points]), width_px)
+    for p, k in zip(points, offsets, strict=True):
+        p["transform"] = ax.transData + ScaledTranslation(k * MARKER_SIZE / 72, 0, ax.figure.dpi_scale_trans)
+        _draw_point(ax, p)
+    for series in _series(points):
+        if "literature" in series and "ours" in series:
+            lit, ours = series["literature"], series["ours"]
+            ax.annotate("", (ours["nat"], ours["cert"]), (lit["nat"], lit["cert"]), xycoords=ours["transform"],
+                        textcoords=lit["transform"],
+                        arrowprops={"arrowstyle": "->", "color": ours["color"], "alpha": 0.5, "lw": 0.8})
+    if any(offsets):
+        ax.set_xlabel(f"natural accuracy [%]\n({DODGE_NOTE})")
+    ax.legend(handles=_legend_handles(ax, points), fontsize="x-small", loc="best")
+
+
+def _series(points) -> list[dict]:
+    out: dict[tuple, dict] = {}
+    for p in points:
+        out.setdefault((p["method"], p["model"]), {})[p["source"]] = p
+    return list(out.values())
+
+
+def _draw_point(ax, p) -> None:
+    """One marker: ours filled (or half-filled) with error bars, the CTBench paper's hollow, the literature's
+    faded; ``p["transform"]`` places it (data coordinates, shifted sideways by :func:`dodge`)."""
+    from ctbench.analysis.gridtables import method_name
+
+    common = {"marker": p["marker"], "color": p["color"], "ms": MARKER_SIZE, "ls": "none", "clip_on": False,
+              "transform": p["transform"], "gid": f"{p['source']}|{p['method']}|{p['model']}"}
+    if p["source"] == "literature":
+        ax.plot(p["nat"], p["cert"], alpha=0.35, **common)
+    elif p["source"] == "ctbench paper":
+        ax.plot(p["nat"], p["cert"], mfc="none", **common)
+    else:
+        label = method_name(p["method"]) + (f" ({p['model']})" if p["several_models"] else "")
+        bars = ax.errorbar(p["nat"], p["cert"], xerr=_err(p["nat_std"]), yerr=_err(p["cert_std"]),
+                           fillstyle=p["fill"], mfc=p["color"], mfcalt="white", mec=p["color"], label=label,
+                           **{k: v for k, v in common.items() if k != "gid"})
+        bars.lines[0].set_gid(common["gid"])
+
+
+def _legend_handles(ax, points) -> list:
+    """The panel's methods, then a key to the sources — only those with points in this panel (``ours`` only
+    beside another source or when error bars are drawn)."""
+    from matplotlib.lines import Line2D
+
+    handles = ax.get_legend_handles_labels()[0]
+    shown = {p["source"] for p in points}
+    bars = any(_err(p.get("nat_std")) is not None or _err(p.get("cert_std")) is not None
+               for p in points if p["source"] == "ours")
+    key = {"literature": Line2D([], [], marker="o", ls="", color="grey", alpha=0.35, label="literature"),
+           "ctbench paper": Line2D([], [], marker="o", ls="", mfc="none", color="grey", label="CTBench paper"),
+           "ours": Line2D([], [], marker="o", ls="", color="grey",
+                          label="ours (± std over seeds)" if bars else "ours")}
+    with_key = len(shown) > 1 or bars
+    return handles + [key[s] for s in SOURCES if s in shown and with_key]
 
 
 def _err(std: float):
@@ -133,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
 
     literature = C.load_literature(args.literature)
     df = tradeoff_table(C.read_metrics(args.metrics), literature, C.method_filter(args.methods), args.paper_model)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df),
+    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=[FIGURE_NOTE],
                            title="Natural vs certified accuracy: ours beside the literature and the CTBench paper "
                                  "(Fig. 1, 8), percent")
     if not args.no_figure:
