@@ -55,7 +55,11 @@ DEFAULT_SCHEMA = _default(
 #: Datasets that use another dataset's setting (the embedded MNIST subset uses the MNIST settings).
 SETTING_DATASET = {"mnist_mini": "mnist"}
 
-_EPS_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:[/_]\s*([0-9]+(?:\.[0-9]+)?))?\s*$")
+_EPS_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_EPS_RE = re.compile(rf"^\s*({_EPS_NUMBER})\s*(?:[/_]\s*({_EPS_NUMBER}))?\s*$")
+_EPS_NONFINITE_RE = re.compile(r"^\s*[+-]?(?:nan|inf|infinity)\s*$", re.IGNORECASE)
+#: The accepted forms, for error messages.
+EPS_FORMS = "a number like 0.1, a fraction like 2/255 or its path token 2_255"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,26 +70,31 @@ _EPS_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:[/_]\s*([0-9]+(?:\.[0-9]+)
 def parse_eps(value: str | float | int) -> float:
     """``"0.1"`` → 0.1, ``"2/255"`` or the path token ``"2_255"`` → 2/255, numbers pass through.
 
-    Raises :class:`CTBenchError` for malformed or negative values.
+    The one ε check of every command: raises :class:`CTBenchError` with "cannot parse eps ..." for a
+    malformed value and "eps must lie in [0, 1] (pixel space), got ..." for one outside [0, 1] (negative,
+    above 1, nan, inf).
     """
     if isinstance(value, bool):
-        raise CTBenchError(
-            f"invalid eps {value!r}: expected a number such as 0.1 or a fraction such as 2/255"
-        )
-    if isinstance(value, int | float):
-        eps = float(value)
+        raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}")
+    if not isinstance(value, str):  # a number (also NumPy's)
+        try:
+            eps = float(value)
+        except (TypeError, ValueError):
+            raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}") from None
     else:
-        m = _EPS_RE.match(str(value))
-        if not m:
-            raise CTBenchError(
-                f"invalid eps {value!r}: expected a number such as 0.1 or a fraction such as 2/255"
-            )
-        num, den = float(m.group(1)), m.group(2)
-        if den is not None and float(den) == 0:
-            raise CTBenchError(f"invalid eps {value!r}: zero denominator")
-        eps = num / float(den) if den is not None else num
-    if not math.isfinite(eps) or eps < 0:
-        raise CTBenchError(f"invalid eps {value!r}: must be a finite number >= 0")
+        m = _EPS_RE.match(value)
+        if m:
+            num, den = float(m.group(1)), m.group(2)
+            if den is not None and float(den) == 0:
+                raise CTBenchError(f"cannot parse eps {value!r}: zero denominator; use {EPS_FORMS}")
+            eps = num / float(den) if den is not None else num
+        elif _EPS_NONFINITE_RE.match(value):
+            eps = float(value)
+        else:
+            raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}")
+    if not (math.isfinite(eps) and 0 <= eps <= 1):
+        shown = value.strip() if isinstance(value, str) else value
+        raise CTBenchError(f"eps must lie in [0, 1] (pixel space), got {shown}")
     return eps
 
 

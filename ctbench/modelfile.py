@@ -32,6 +32,8 @@ from ctbench.io import atomic_path, load_torch
 from ctbench.threads import thread_info
 
 FORMAT = "ctbench-model/1"
+#: What a model file is, for error messages about files that are not one.
+MODEL_FILE_HINT = "model.pt, written by ctbench train or ctbench select"
 
 
 def hardware() -> str:
@@ -95,9 +97,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     from ctbench.models import create_model
 
     path = Path(path)
-    payload = load_torch(path, "ctbench model file", map_location)
+    payload = load_torch(path, "ctbench model file", map_location, hint=MODEL_FILE_HINT)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CTBenchError(f"{path} is not a ctbench model file (expected format {FORMAT})")
+        fmt = payload.get("format") if isinstance(payload, dict) else None
+        if isinstance(fmt, str) and fmt.startswith("ctbench-train-"):  # train/checkpoint.pt, train/candidates.pt
+            raise CTBenchError(f"{path} is a ctbench training file ({fmt}), not a ctbench model file: "
+                               "`ctbench select train/candidates.pt --out model.pt` makes one")
+        raise CTBenchError(f"{path} is a PyTorch file but not a ctbench model file (no format {FORMAT}; "
+                           f"{MODEL_FILE_HINT})")
     meta = {
         "model": payload["model"],
         "dataset": payload["dataset"],

@@ -330,7 +330,7 @@ def test_cli_train_end_to_end(tmp_path, ctbench_main, capsys):
     [
         ({"--method": "nope"}, "unknown method"),
         ({"--dataset": "imagenet"}, "unknown dataset"),
-        ({"--eps": "-0.1"}, "invalid eps"),
+        ({"--eps": "-0.1"}, "eps must lie in [0, 1] (pixel space), got -0.1"),
         ({"--eps": "0.25"}, "no hyperparameter setting"),
         ({"--set": "l1"}, "malformed --set"),
         ({"--set": "bogus=1"}, "unknown hyperparameter"),
@@ -352,4 +352,4 @@ def test_cli_unwritable_out(tmp_path, ctbench_main, capsys):
     blocker.write_text("x")
     assert ctbench_main([*BASE_ARGS, "--out", str(blocker / "cell")]) == 2
     err = capsys.readouterr().err
-    assert "not writable" in err and err.count("\n") == 1
+    assert f"cannot write {blocker / 'cell'}: {blocker} is a file, not a directory" in err and err.count("\n") == 1

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from ctbench.certify.cascade import CertifySettings, certify_model, check_writable
+from ctbench.config import parse_eps as config_parse_eps
 from ctbench.errors import CTBenchError
 from ctbench.io import sha256_file
 
 
 def parse_eps(text: str | float) -> tuple[float, str]:
-    """``"0.1"``, ``"2/255"`` or a float → ``(value, canonical string)``; must lie in [0, 1]."""
+    """``"0.1"``, ``"2/255"`` (or its path token ``"2_255"``) or a float → ``(value, canonical string)``.
+
+    The checks and messages are :func:`ctbench.config.parse_eps`'s, shared by every command: "cannot parse
+    eps ..." for a malformed value, "eps must lie in [0, 1] (pixel space), got ..." outside [0, 1]."""
+    value = config_parse_eps(text)
     s = str(text).strip()
-    try:
-        value = float(Fraction(s)) if "/" in s else float(s)
-    except (ValueError, ZeroDivisionError):
-        raise CTBenchError(
-            f"cannot parse eps {text!r}; use a number like 0.1 or a fraction like 2/255"
-        ) from None
-    if not math.isfinite(value) or value < 0 or value > 1:
-        raise CTBenchError(f"eps must lie in [0, 1] (pixel space), got {text}")
+    if "_" in s:  # the path token 2_255 is the fraction 2/255
+        s = s.replace("_", "/")
     return value, s
 
 

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ctbench.analysis import ANALYSES, get, load
+from ctbench.commands._evaluation import accept_negative_numbers
 from ctbench.errors import CTBenchError
 from ctbench.threads import add_threads_argument
 
@@ -48,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     entry = get(args.name)
     module = load(args.name)
     parser = argparse.ArgumentParser(prog=f"ctbench analyze {args.name}", description=entry.summary)
+    accept_negative_numbers(parser)  # --eps -2/255 reaches the ε check
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(args.args)) or 0)
 

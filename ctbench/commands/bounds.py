@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from ctbench.commands._evaluation import accept_negative_numbers
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bounds", help="bound propagation engine (self-check)", description=__doc__)
@@ -20,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     cp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     cp.add_argument("--batch", type=int, default=4, help="number of boxes (default 4)")
-    cp.add_argument("--eps", type=float, default=0.05, help="box radius in [0,1] pixel space (default 0.05)")
+    accept_negative_numbers(cp)  # --eps -0.1 or -2/255 reaches the ε check
+    cp.add_argument("--eps", default="0.05",
+                    help="box radius in [0,1] pixel space, e.g. 0.05 or 2/255 (default 0.05)")
     cp.add_argument("--samples", type=int, default=1000, help="sampled points per box (default 1000)")
     cp.add_argument(
         "--bn",
@@ -38,11 +42,13 @@ def _check(args: argparse.Namespace) -> int:
     from torch import nn
 
     from ctbench.bounds import BOUND_METHODS, clean_forward_and_freeze_bn, compute_bounds, margin_spec
+    from ctbench.config import parse_eps
     from ctbench.errors import CTBenchError
     from ctbench.nn import Normalization
 
-    if args.batch < 1 or args.samples < 1 or args.eps < 0:
-        raise CTBenchError("--batch and --samples must be >= 1 and --eps >= 0")
+    args.eps = parse_eps(args.eps)  # the ε check (and message) of every command
+    if args.batch < 1 or args.samples < 1:
+        raise CTBenchError("--batch and --samples must be >= 1")
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     K = 10

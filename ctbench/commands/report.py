@@ -36,8 +36,10 @@ def _tables(text: str) -> tuple[str, ...]:
 
 def _run(args: argparse.Namespace) -> int:
     from ctbench.config import DEFAULT_HPARAMS
+    from ctbench.io import check_writable
     from ctbench.report import table1_markdown, write_reports
 
+    check_writable(args.out, directory=True)  # "cannot write OUT: <why>" before any work
     t1, _ = write_reports(args.cells, args.literature, args.out, args.seed, manifest=args.manifest,
                           hparams_path=args.hparams or DEFAULT_HPARAMS, tables=_tables(args.tables))
     if "table1" in _tables(args.tables):

@@ -20,8 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ctbench.grid.fingerprint import parse_expect
+    from ctbench.io import check_writable
     from ctbench.select import select_model
 
+    check_writable(args.out)  # "cannot write OUT: <why>" before loading anything
     result = select_model(args.candidates, args.out, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
     print(f"{result['model_path']}: {result['selection']} (epoch {result['selected_epoch']})")
     return 0

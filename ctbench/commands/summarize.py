@@ -21,9 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ctbench.certify.summarize import summarize, write_summary
     from ctbench.grid.fingerprint import parse_expect
+    from ctbench.io import check_writable
 
-    row = summarize(args.certify, args.attack, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
     metrics = args.metrics or args.out.with_name("metrics.json")
+    for path in (args.out, metrics):
+        check_writable(path)  # "cannot write PATH: <why>" before reading anything
+    row = summarize(args.certify, args.attack, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
     write_summary(row, args.out, metrics)
     keys = ("n", "nat_acc", "ibp_acc", "crown_ibp_acc", "cert_acc", "adv_acc")
     print("  ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))

@@ -8,11 +8,13 @@ Example::
     ctbench train --cell results/mnist/0.1/cnn7/ibp/seed0/cell.json --out results/mnist/0.1/cnn7/ibp/seed0
 
 Writes ``OUT/config.yaml`` (the resolved config, at the start), ``OUT/train/checkpoint.pt``,
-``OUT/train/history.csv``, ``OUT/train/candidates.pt`` and ``OUT/model.pt`` (unless ``--no-select``).
-Re-running the same command resumes from the checkpoint. Hyperparameters come from
-``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) — ``mnist_mini`` uses the MNIST
-settings — or ``--setting``; ``--set key=value`` overrides any of them. ``--cell`` trains exactly the
-resolved config of a workflow cell (``cell.json``, written by the Snakemake rule ``cell_config``).
+``OUT/train/history.csv`` (per epoch), ``OUT/train/attempts.csv`` (wall time of every call that trained the
+run, kept across resumes: ``ctbench analyze cost`` adds them up), ``OUT/train/candidates.pt`` and
+``OUT/model.pt`` (unless ``--no-select``). Re-running the same command resumes from the checkpoint.
+Hyperparameters come from ``config/hparams.yaml`` (``--hparams``): the setting of (dataset, ε) —
+``mnist_mini`` uses the MNIST settings — or ``--setting``; ``--set key=value`` overrides any of them.
+``--cell`` trains exactly the resolved config of a workflow cell (``cell.json``, written by the Snakemake
+rule ``cell_config``).
 
 Schedule checks (``ctbench.config.check_schedule``): a run whose ε ramp ends after its last epoch, whose LR
 milestones or SWA start lie beyond it, is refused before anything is written (``--epochs 35`` alone keeps the
@@ -22,9 +24,9 @@ paper's milestones [50, 60]); ``--scale-schedule F`` shortens epochs, ramp, mile
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from ctbench.commands._evaluation import accept_negative_numbers
 from ctbench.errors import CTBenchError
 from ctbench.threads import add_threads_argument
 
@@ -36,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    accept_negative_numbers(p)  # --eps -2/255 reaches the ε check
     p.add_argument("--cell", type=Path, help="a workflow cell's cell.json: train exactly its resolved config")
     p.add_argument("--dataset", help="dataset name (mnist, cifar10, tinyimagenet, mnist_mini)")
     p.add_argument("--eps", default=None, help="test eps of the setting, e.g. 0.1, 2/255 or 2_255")
@@ -81,13 +84,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CTBenchError(f"--out {out} exists and is not a directory")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise CTBenchError(f"--out {out} is not writable (no write permission on {probe})")
+    """``cannot write OUT: <why>`` (a file on the path, no write permission) before anything is written."""
+    from ctbench.io import check_writable
+
+    check_writable(out, directory=True)
 
 
 def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
