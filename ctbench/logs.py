@@ -93,6 +93,46 @@ class LogProgress:
         self._closed = True
 
 
+class Heartbeat:
+    """A status line every ``interval`` seconds while long work runs, from a daemon thread.
+
+    ``status()`` returns the line (what runs now, what is decided, time spent, worst-case remaining); it
+    is called from the thread, so it must only read. Used where one step can take minutes (a certification
+    stage on a batch, branch and bound on one sample), which :class:`LogProgress` — updated after each
+    step — would leave silent. ``CTBENCH_PROGRESS_INTERVAL`` overrides the interval (as for progress lines).
+    Use as a context manager; nothing is logged after it exits."""
+
+    def __init__(self, status, *, interval=None, logger_name="ctbench.progress"):
+        import os
+        import threading
+
+        env = os.environ.get("CTBENCH_PROGRESS_INTERVAL")
+        interval = float(env) if env else (PROGRESS_INTERVAL_S if interval is None else interval)
+        self.interval = max(interval, 0.05)
+        self._status = status
+        self._log = logging.getLogger(logger_name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ctbench-heartbeat", daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                line = self._status()
+            except Exception as e:  # a status that cannot be read now must not end the run
+                line = f"(status unavailable: {type(e).__name__})"
+            if line and not self._stop.is_set():
+                self._log.info("%s", line)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
 def progress(iterable=None, **kwargs):
     """Progress of long work: a tqdm bar on a terminal; periodic log lines with rate and ETA otherwise
     (log files, Snakemake, SLURM; :class:`LogProgress`); nothing with ``disable=True``."""

@@ -52,7 +52,7 @@ from ctbench.certify.stages import (
 from ctbench.certify.status import CERTIFIED_VALUES, NOT_SEEN, STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path
-from ctbench.logs import progress
+from ctbench.logs import Heartbeat, duration, progress
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,11 @@ class _State:
 
 def check_writable(out: Path) -> None:
     """Fail early (one clear error) if ``out`` cannot be written; nothing is left behind."""
-    if out.is_dir():
-        raise CTBenchError(f"cannot write {out}: it is a directory")
+    from ctbench.io import unwritable_reason  # the reason every command gives (a file on the path, ...)
+
+    reason = unwritable_reason(out)
+    if reason:
+        raise CTBenchError(f"cannot write {out}: {reason}")
     with atomic_path(out.with_name(out.name + ".probe")) as tmp:
         tmp.write_bytes(b"")
     out.with_name(out.name + ".probe").unlink(missing_ok=True)
@@ -249,21 +252,27 @@ def certify_model(
     t_start = time.perf_counter()
     B = settings.batch_size
     n_batches = math.ceil(len(indices) / B)
+    activity = _Activity(out.name, st, settings, stage_objs, n_batches)
+    logger.info("%s", activity.start_line())
     try:
         bar = progress(total=len(indices), unit="sample", desc=f"certify {out.name}")
-        for b in range(n_batches):
-            sl = slice(b * B, min((b + 1) * B, len(indices)))
-            x, y = _load(dataset, indices[sl], device)
-            batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
-            if b >= st.batches_done:
-                _batch_stages(ctx, st, sl, batch, stage_objs, b)
-                st.batches_done = b + 1
-                st.save(spath, fingerprint)
-                if hook:
-                    hook("batch", {"batch": b, "n_batches": n_batches})
-            _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook)
-            bar.update(sl.stop - sl.start)
-            bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()), refresh=False)
+        with Heartbeat(activity.line):
+            for b in range(n_batches):
+                sl = slice(b * B, min((b + 1) * B, len(indices)))
+                x, y = _load(dataset, indices[sl], device)
+                batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
+                activity.batch = b
+                if b >= st.batches_done:
+                    _batch_stages(ctx, st, sl, batch, stage_objs, b, activity)
+                    st.batches_done = b + 1
+                    st.save(spath, fingerprint)
+                    if hook:
+                        hook("batch", {"batch": b, "n_batches": n_batches})
+                _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, activity)
+                activity.set(None)
+                bar.update(sl.stop - sl.start)
+                bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()),
+                                refresh=False)
         bar.close()
     finally:
         ctx.close()  # an external verifier's workspace, on every way out (SIGTERM included)
@@ -278,7 +287,69 @@ def _load(dataset, idx, device):
     return torch.stack(xs).float().to(device), torch.as_tensor(ys, dtype=torch.int64).to(device)
 
 
-def _batch_stages(ctx, st, sl, batch, stage_objs, b):
+class _Activity:
+    """What the cascade is doing now, as the heartbeat's status line (read from another thread).
+
+    The line names the stage and its samples, how long it has run, how many samples are decided, the
+    elapsed time and the *worst case* left: every undecided sample that may still reach a complete stage
+    can spend what is left of its budget (``timeout`` − its time so far), a sample not yet seen its whole
+    budget. Without complete stages there is no per-sample budget and no worst case is claimed."""
+
+    def __init__(self, name, st, settings, stage_objs, n_batches):
+        self.name, self.st, self.settings, self.n_batches = name, st, settings, n_batches
+        self.has_complete = any(s.kind == "sample" for s in stage_objs)
+        self.batch = 0
+        self.what = None
+        self.since = self.t0 = time.monotonic()
+
+    def set(self, what: str | None) -> None:
+        self.what, self.since = what, time.monotonic()
+
+    def _budgeted_rows(self) -> np.ndarray:
+        n = len(self.st.decision)
+        limit = self.settings.complete_limit
+        return np.arange(n if limit is None else min(n, limit))
+
+    def worst_case_s(self) -> float | None:
+        """Upper estimate of the seconds left (None without complete stages)."""
+        if not self.has_complete:
+            return None
+        rows = self._budgeted_rows()
+        open_rows = rows[self.st.decision[rows] == UNDECIDED]
+        return float(np.clip(self.settings.timeout - self.st.time_s[open_rows], 0, None).sum())
+
+    def start_line(self) -> str:
+        n = len(self.st.decision)
+        stages = " → ".join(self.settings.stages)
+        line = f"certify {self.name}: {n} samples, ε = {self.settings.eps_str}, stages {stages}"
+        if self.has_complete:
+            k = len(self._budgeted_rows())
+            worst = self.settings.timeout * k
+            line += (f"; budget {self.settings.timeout:g} s per sample: worst case {k} × {self.settings.timeout:g} s"
+                     f" = {duration(worst)}")
+        else:
+            line += "; no complete stage (no per-sample budget)"
+        return line
+
+    def line(self) -> str | None:
+        now = time.monotonic()
+        st = self.st
+        n = len(st.decision)
+        decided = int((st.decision != UNDECIDED).sum())
+        certified = int(np.isin(st.decision, CERTIFIED_VALUES).sum())
+        falsified = int((st.decision == int(Status.FALSIFIED)).sum())
+        parts = [f"certify {self.name}: batch {self.batch + 1}/{self.n_batches}"]
+        if self.what:
+            parts.append(f"{self.what} (running {duration(now - self.since)})")
+        parts.append(f"decided {decided}/{n} (certified {certified}, falsified {falsified})")
+        parts.append(f"elapsed {duration(now - self.t0)}")
+        worst = self.worst_case_s()
+        if worst is not None:
+            parts.append(f"worst case left {duration(worst)}")
+        return ", ".join(parts)
+
+
+def _batch_stages(ctx, st, sl, batch, stage_objs, b, activity=None):
     t0 = time.perf_counter()
     with torch.no_grad():
         logits = ctx.model(batch.x)
@@ -302,6 +373,8 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b):
         if und.size == 0:
             continue
         torch.manual_seed(ctx.settings.seed + 7919 * b + j)  # deterministic (resume gives the same result)
+        if activity is not None:
+            activity.set(f"stage {stage.name} on {und.size} samples")
         t0 = time.perf_counter()
         res = stage.run(ctx, batch.subset(torch.as_tensor(und, device=batch.x.device)))
         dt = time.perf_counter() - t0
@@ -316,7 +389,7 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b):
         st.stage_samples[j] += und.size
 
 
-def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
+def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, activity=None):
     """The complete stages, in order, on the batch's rows still undecided (see the module docstring)."""
     limit = ctx.settings.complete_limit
     rows = np.arange(sl.start, sl.stop)
@@ -331,6 +404,8 @@ def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
         if stage.run_many is not None:  # one call for all of them (an external verifier's batch mode)
             sub = batch.subset(torch.as_tensor(todo - sl.start, device=batch.x.device))
             budgets = ctx.settings.timeout - st.time_s[todo]
+            if activity is not None:
+                activity.set(f"stage {stage.name} on {todo.size} samples (budget up to {duration(budgets.max())} each)")
             t0 = time.perf_counter()
             results = stage.run_many(ctx, sub, budgets)
             st.stage_time_s[j] += time.perf_counter() - t0
@@ -343,7 +418,11 @@ def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook):
         for r in todo:
             one = batch.subset(torch.tensor([r - sl.start], device=batch.x.device))
             t0 = time.perf_counter()
-            deadline = time.monotonic() + max(0.0, ctx.settings.timeout - st.time_s[r])
+            budget = max(0.0, ctx.settings.timeout - st.time_s[r])
+            deadline = time.monotonic() + budget
+            if activity is not None:
+                activity.set(f"stage {stage.name} on sample {int(st.sample_index[r])} "
+                             f"(row {int(r) + 1}/{len(st.decision)}, budget {duration(budget)})")
             decision, margin = stage.run(ctx, one, deadline)
             dt = time.perf_counter() - t0
             st.stage_time_s[j] += dt
