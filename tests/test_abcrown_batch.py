@@ -84,7 +84,9 @@ def test_a_wrong_conversion_gives_no_certificate(abcrown_like, monkeypatch, tmp_
     rc = run_cli(["certify", "--model", str(trained_model_path_cached()), "--eps", "0.1", "--n", "4",
                   "--stages", "abCROWN", "--device", "cpu", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "Model might not be converted correctly" in err[0], err
+    errors = [line for line in err if "error" in line.lower()]  # before it: the cascade's start line (INFO)
+    assert rc == 2 and len(errors) == 1 and errors[0] == err[-1], err
+    assert errors[0].startswith("ctbench: error: ") and "Model might not be converted correctly" in errors[0], err
     assert not out.exists()
 
 

@@ -25,29 +25,32 @@ def _cell(tmp_path, fps=None, files=("model.pt", "certify.h5", "attack.h5", "met
 
 
 def test_a_consistent_cell_has_no_problems(tmp_path):
-    d, fps = _cell(tmp_path)
-    assert stale.cell_problems(d, fps) == {}
+    d, _ = _cell(tmp_path)
+    assert stale.cell_problems(d) == {}
     assert stale.cell_problems(tmp_path / "nothing-here") == {}
 
 
 def test_missing_inputs_make_every_output_made_from_them_stale(tmp_path):
-    d, fps = _cell(tmp_path)
+    d, _ = _cell(tmp_path)
     (d / "certify.h5").unlink()
-    assert stale.cell_problems(d, fps) == {"attack": "certify.h5 is missing", "summarize": "certify.h5 is missing"}
+    assert stale.cell_problems(d) == {"attack": "certify.h5 is missing", "summarize": "certify.h5 is missing"}
     (d / "model.pt").unlink()
-    assert stale.cell_problems(d, fps)["attack"] == "model.pt and certify.h5 are missing"
+    assert stale.cell_problems(d)["attack"] == "model.pt and certify.h5 are missing"
 
 
-def test_a_file_from_another_cell_or_configuration_is_stale(tmp_path):
+def test_a_file_from_another_cell_or_run_is_stale(tmp_path):
+    """Another cell's attack.h5 (made from another certify.h5) put in place: the attack and the summary are
+    stale; a certify.h5 replaced by another makes the attack and the summary stale."""
     d, fps = _cell(tmp_path)
-    other = {**fps, "attack": "b" * 64}
-    write_h5(d / "attack.h5", {"x": np.zeros(2)}, {"fingerprints": {"certify": fps["certify"], "attack": "b" * 64}})
-    problems = stale.cell_problems(d, fps)
-    assert problems["attack"].startswith("attack.h5 was made for another cell or configuration (fingerprint bbbb")
+    write_h5(d / "attack.h5", {"x": np.zeros(2)}, {"fingerprints": {"certify": "d" * 64, "attack": "b" * 64}})
+    problems = stale.cell_problems(d)
+    assert problems["attack"] == ("certify.h5 (fingerprint cccccccccccc) is not the file attack.h5 was made from "
+                                  "(dddddddddddd)")
     assert problems["summarize"] == ("attack.h5 (fingerprint bbbbbbbbbbbb) is not the file metrics.json was made "
                                      "from (aaaaaaaaaaaa)")
-    assert "attack" not in stale.cell_problems(d, other)  # under the configuration it was made for: current
-    assert "summarize" in stale.cell_problems(d, other)   # but the summary still records the other file
+    d2, _ = _cell(tmp_path / "other")
+    write_h5(d2 / "certify.h5", {"x": np.zeros(2)}, {"fingerprints": {"certify": "e" * 64}})
+    assert set(stale.cell_problems(d2)) == {"attack", "summarize"}
 
 
 def test_tables_are_stale_when_a_cells_summary_is_missing(tmp_path):

@@ -9,10 +9,9 @@ from a file that no longer exists. This module finds such outputs in a cell
 ========================  =============================================  ===============
 stage (its output)        is stale when                                  it is made from
 ========================  =============================================  ===============
-certify (certify.h5)      model.pt is missing, or the file carries       model.pt
-                          another configuration's fingerprint
-attack (attack.h5)        model.pt or certify.h5 is missing, or as       both
-                          above
+certify (certify.h5)      model.pt is missing                            model.pt
+attack (attack.h5)        model.pt or certify.h5 is missing, or          both
+                          certify.h5 is not the one it was made from
 summarize (metrics.json)  certify.h5 or attack.h5 is missing, or their   both
                           fingerprints differ from those metrics.json
                           records (a file put back from another run)
@@ -73,11 +72,12 @@ def _recorded_fingerprints(metrics: Path) -> dict:
         return {}
 
 
-def cell_problems(cell_dir: str | Path, expected: dict | None = None) -> dict[str, str]:
+def cell_problems(cell_dir: str | Path) -> dict[str, str]:
     """Stage → why its existing output is stale, for one cell directory (empty when all is consistent).
 
-    ``expected``: the cell's fingerprints under the current configuration (stage → fingerprint); an HDF5
-    output that carries another one was put there by another configuration or cell."""
+    Only what the cell's own files say is compared — never the current configuration: a changed
+    configuration is Snakemake's params trigger's to see, and a dry run of another configuration must not
+    leave notes behind that would re-run a cell under this one."""
     d = Path(cell_dir)
     problems: dict[str, str] = {}
     for stage, output, inputs in CELL_STAGES:
@@ -86,11 +86,12 @@ def cell_problems(cell_dir: str | Path, expected: dict | None = None) -> dict[st
         missing = [name for name in inputs if not (d / name).exists()]
         if missing:
             problems[stage] = f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
-        elif expected and stage in SUMMARY_INPUTS.values():
-            actual = (_h5_fingerprints(d / output) or {}).get(stage)
-            if actual and expected.get(stage) and actual != expected[stage]:
-                problems[stage] = (f"{output} was made for another cell or configuration (fingerprint {actual[:12]}, "
-                                   f"this cell's {expected[stage][:12]})")
+    if "attack" not in problems and (d / "attack.h5").exists():
+        made_from = (_h5_fingerprints(d / "attack.h5") or {}).get("certify")
+        actual = (_h5_fingerprints(d / "certify.h5") or {}).get("certify")
+        if made_from and actual and made_from != actual:
+            problems["attack"] = (f"certify.h5 (fingerprint {actual[:12]}) is not the file attack.h5 was made "
+                                  f"from ({made_from[:12]})")
     metrics = d / "metrics.json"
     if "summarize" not in problems and metrics.exists():
         recorded = _recorded_fingerprints(metrics)

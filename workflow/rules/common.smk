@@ -48,9 +48,7 @@ def mark_stale_outputs():
     """
     found = []
     for c in CELLS:
-        for stage_name, reason in stale.cell_problems(
-            c.dir, GRID.fingerprints(c)
-        ).items():
+        for stage_name, reason in stale.cell_problems(c.dir).items():
             output = dict((s, o) for s, o, _ in stale.CELL_STAGES)[stage_name]
             found.append(
                 (stale.redo_note(c.dir, stage_name), f"{c.dir}/{output}", reason)
