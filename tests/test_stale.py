@@ -2,6 +2,7 @@
 were replaced (the workflow re-makes them; tests/test_workflow.py runs that end to end)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -53,14 +54,21 @@ def test_a_file_from_another_cell_or_run_is_stale(tmp_path):
     assert set(stale.cell_problems(d2)) == {"attack", "summarize"}
 
 
-def test_tables_are_stale_when_a_cells_summary_is_missing(tmp_path):
+def test_tables_are_stale_when_a_summary_they_were_made_from_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     d, _ = _cell(tmp_path)
-    table = tmp_path / "results/table1.csv"
-    assert stale.table_problem(table, [d]) is None  # no table yet: nothing to re-make
+    d = d.relative_to(tmp_path)
+    table, manifest = Path("results/table1.csv"), Path("results/manifest/table1.json")
+    assert stale.table_problem(table, manifest) is None  # no table yet: nothing to re-make
     table.write_text("x\n")
-    assert stale.table_problem(table, [d]) is None
+    assert stale.table_problem(table, manifest) is None  # no manifest: its rule re-makes it and the table
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"cells": [{"dir": str(d)}]}))
+    assert stale.table_problem(table, manifest) is None
     (d / "metrics.json").unlink()
-    assert stale.table_problem(table, [d, tmp_path / "b"]) == f"{d}/metrics.json and those of 1 more cells are missing"
+    assert stale.table_problem(table, manifest) == f"{d}/metrics.json is missing"
+    manifest.write_text(json.dumps({"cells": [{"dir": str(d)}, {"dir": "results/b"}]}))
+    assert stale.table_problem(table, manifest) == f"{d}/metrics.json and those of 1 more cells are missing"
 
 
 def test_redo_notes_change_on_every_write(tmp_path):

@@ -18,6 +18,8 @@ summarize (metrics.json)  certify.h5 or attack.h5 is missing, or their   both
 ========================  =============================================  ===============
 
 and, for the grid's tables, a table whose cells' ``metrics.json`` are missing (:func:`table_problem`).
+Only what the files on disk record is compared, never the current configuration: a changed configuration
+is Snakemake's params trigger's to see, and a dry run of another configuration must leave no note behind.
 
 The workflow (``workflow/rules/common.smk``) writes a *redo note* for each stale output — a small text
 file saying when and why, ``<cell>/logs/redo-<stage>.txt`` or ``results/logs/redo-<table rule>.txt`` —
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 #: (stage, its output, what it is made from) per cell, in DAG order.
@@ -104,11 +105,17 @@ def cell_problems(cell_dir: str | Path) -> dict[str, str]:
     return problems
 
 
-def table_problem(table: str | Path, cell_dirs: Iterable[str | Path]) -> str | None:
-    """Why an existing table is stale (some of its cells' ``metrics.json`` are missing), else None."""
+def table_problem(table: str | Path, manifest: str | Path) -> str | None:
+    """Why an existing table is stale, else None: a ``metrics.json`` of the cells it was made from (those of
+    its ``results/manifest/*.json`` on disk, written with it — not the current configuration's, which a dry
+    run of another configuration must not turn into notes) is missing."""
     if not Path(table).exists():
         return None
-    missing = [str(c) for c in cell_dirs if not (Path(c) / "metrics.json").exists()]
+    try:
+        dirs = [entry["dir"] for entry in json.loads(Path(manifest).read_text())["cells"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no manifest (or not one of ours): the manifest rule re-makes it, and the table after it
+    missing = [d for d in dirs if not (Path(d) / "metrics.json").exists()]
     if not missing:
         return None
     if len(missing) == 1:
