@@ -115,6 +115,10 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="ctbench-heartbeat", daemon=True)
 
     def _run(self):
+        import signal
+
+        # Signals go to the main thread, whose blocking calls they interrupt (SIGINT/SIGTERM unwind the run).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while not self._stop.wait(self.interval):
             try:
                 line = self._status()
