@@ -195,22 +195,22 @@ def evaluate(method, model, loader, eps: float, device, dtype=torch.float32) -> 
     }
 
 
-def _history_csv(rows: list[dict]) -> str:
+def _csv(rows: list[dict], columns) -> str:
+    """``rows`` as CSV text with exactly ``columns`` (history.csv, attempts.csv)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: r.get(k) for k in HISTORY_COLUMNS})
+        writer.writerow({k: r.get(k) for k in columns})
     return buf.getvalue()
+
+
+def _history_csv(rows: list[dict]) -> str:
+    return _csv(rows, HISTORY_COLUMNS)
 
 
 def _attempts_csv(attempts: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ATTEMPT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for a in attempts:
-        writer.writerow({k: a.get(k) for k in ATTEMPT_COLUMNS})
-    return buf.getvalue()
+    return _csv(attempts, ATTEMPT_COLUMNS)
 
 
 class _Attempt:

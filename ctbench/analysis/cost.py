@@ -45,7 +45,6 @@ KIND = "grid"
 STEM = "cost"
 RULE_ORDER = ("train", "select", "certify", "attack", "summarize")
 HARDWARE_KEYS = ("hardware", "gpu_name", "device_name")
-ATTEMPT_COLUMNS = ("attempt", "start_epoch", "end_epoch", "wall_s")  # ctbench.training.ATTEMPT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,8 @@ def attempts_time(cell_dir: Path, epochs: int | None) -> tuple[float, int] | Non
     path = cell_dir / "train" / "attempts.csv"
     if not path.is_file():
         return None
+    from ctbench.training import ATTEMPT_COLUMNS
+
     df = _read_csv(path, ATTEMPT_COLUMNS, "training attempts file").sort_values("attempt")
     start, end = df["start_epoch"].to_numpy(), df["end_epoch"].to_numpy()
     wall = pd.to_numeric(df["wall_s"], errors="coerce")
