@@ -501,6 +501,7 @@ def test_demo_config_plans_the_whole_pipeline(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the demo twice: above the suite's 900-s default
 def test_demo_runs_and_writes_table1(tmp_path):
     """The README's demo command end to end (about 10 minutes on 2 cores; -m slow), then again after one
     cell's certify.h5 was deleted."""
