@@ -132,7 +132,10 @@ def test_killing_certify_leaves_no_process_and_no_folder(abcrown_like, monkeypat
     env = {**os.environ, "TMPDIR": str(tmp), "ABCROWN_LIKE_MODE": "spawn", "ABCROWN_LIKE_PIDS": str(pids_file)}
     cmd = [sys.executable, "-m", "ctbench", "certify", "--model", str(trained_model_path_cached()), "--eps", "0.1",
            "--n", "4", "--stages", "abCROWN", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "c.h5")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child: a test run started in the background of a non-interactive shell
+    # (`nohup bash .ci/run &`) inherits SIGINT ignored, and Python then keeps ignoring it.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     helper = None
     try:
         end = time.monotonic() + 120
