@@ -51,7 +51,7 @@ from ctbench.certify.stages import (
 )
 from ctbench.certify.status import CERTIFIED_VALUES, NOT_SEEN, STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
-from ctbench.io import atomic_path
+from ctbench.io import check_writable
 from ctbench.logs import Heartbeat, duration, progress
 
 logger = logging.getLogger(__name__)
@@ -175,18 +175,6 @@ class _State:
             setattr(st, k, arrays[k])
         st.batches_done = int(arrays["batches_done"])
         return st
-
-
-def check_writable(out: Path) -> None:
-    """Fail early (one clear error) if ``out`` cannot be written; nothing is left behind."""
-    from ctbench.io import unwritable_reason  # the reason every command gives (a file on the path, ...)
-
-    reason = unwritable_reason(out)
-    if reason:
-        raise CTBenchError(f"cannot write {out}: {reason}")
-    with atomic_path(out.with_name(out.name + ".probe")) as tmp:
-        tmp.write_bytes(b"")
-    out.with_name(out.name + ".probe").unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ctbench.commands._evaluation import accept_negative_numbers
 from ctbench.errors import CTBenchError
+from ctbench.io import check_writable
 from ctbench.threads import add_threads_argument
 
 
@@ -81,13 +82,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-config-change", choices=["error", "restart"], default="error",
                    help="a checkpoint from another config: refuse (default) or train afresh (the DAG)")
     p.set_defaults(func=run)
-
-
-def _check_writable(out: Path) -> None:
-    """``cannot write OUT: <why>`` (a file on the path, no write permission) before anything is written."""
-    from ctbench.io import check_writable
-
-    check_writable(out, directory=True)
 
 
 def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -195,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise CTBenchError("give --out (the cell's output directory)")
     out = Path(args.out)
-    _check_writable(out)
+    check_writable(out, directory=True)  # "cannot write OUT: <why>" before anything is written
     if args.device == "cuda":
         import torch
 
