@@ -558,3 +558,21 @@ def test_taps_under_gradient_accumulation(batches, form, caplog, monkeypatch):
 def test_unknown_taps_loss_form_is_an_error():
     with pytest.raises(Exception, match="taps_loss"):
         _setup("taps", {"taps_loss": "sum"})
+
+
+def test_taps_warns_once_when_the_classifier_is_the_whole_network(batches, caplog):
+    """classifier_size = the model's number of ReLU layers (Table 6's 3 on a 3-ReLU cnn_small) leaves no IBP
+    part: the estimate is a PGD attack on the input box. Sound, but rarely meant: one warning says so."""
+    x, y = batches[0]
+    x, y = x[:8].double(), y[:8]
+    model, taps = _taps(size=3)
+    with caplog.at_level("WARNING", logger="ctbench.methods.taps"):
+        for _ in range(2):
+            _loss_and_grads(taps, model, x, y, 0.05)
+    warned = [r for r in caplog.records if "every ReLU layer" in r.getMessage()]
+    assert len(warned) == 1
+    caplog.clear()
+    model, taps = _taps(size=1)
+    with caplog.at_level("WARNING", logger="ctbench.methods.taps"):
+        _loss_and_grads(taps, model, x, y, 0.05)
+    assert not [r for r in caplog.records if "every ReLU layer" in r.getMessage()]

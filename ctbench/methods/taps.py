@@ -41,6 +41,8 @@ Hyperparameters (``config/hparams.yaml``): ``classifier_size``, ``taps_grad_scal
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -48,6 +50,8 @@ from ctbench.bounds import certified_from_margin_bounds, ibp_bounds, margin_spec
 from ctbench.errors import CTBenchError
 from ctbench.methods import METHODS
 from ctbench.methods.ibp import IBP, num_classes
+
+logger = logging.getLogger(__name__)
 
 
 def _flat_layers(model: nn.Module) -> list[nn.Module]:
@@ -187,6 +191,7 @@ class TAPS(IBP):
             raise CTBenchError(f"method {self.name!r} needs classifier_size in its config")
         self.classifier_size = int(size)
         self.grad_scale = float(scale) if scale is not None else 1.0
+        self._warned_whole_network = False
 
     def taps_loss(self, model, lower, upper, y):
         """(mean robust loss, robust_correct (b,)) of TAPS over ``[lower, upper]`` (module docstring)."""
@@ -200,6 +205,11 @@ class TAPS(IBP):
             lat_l, lat_u, fb = ibp_bounds(features, lower, upper, **opts)
         else:
             lat_l, lat_u, fb = lower, upper, []
+            if not self._warned_whole_network:
+                self._warned_whole_network = True
+                logger.warning("%s: classifier_size %d puts every ReLU layer of the model in the classifier: the "
+                               "TAPS estimate is a PGD attack on the input box (no IBP part); Tables 6-10's sizes "
+                               "are CNN7's (6 ReLU layers)", self.name, self.classifier_size)
         lb_ibp, _, cb = ibp_bounds(classifier, lat_l, lat_u, C, **opts)
         if model.training:
             self.store_bounds(fb + cb[1:] if fb else cb)
