@@ -22,12 +22,17 @@ GRAY = np.array([0.2125, 0.7154, 0.0721])
 
 def correlate(x: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
     """Same-size 2-D correlation of every channel with ``kernel`` (kh, kw), odd sizes. ``mode``: "edge"
-    (scipy "nearest"), "reflect" (OpenCV's default BORDER_REFLECT_101) or "constant" (zeros)."""
+    (scipy "nearest"), "reflect" (OpenCV's default BORDER_REFLECT_101), "symmetric" (scipy / skimage
+    "reflect": d c b a | a b c d) or "constant" (zeros)."""
     B, C, H, W = x.shape
     kh, kw = kernel.shape
-    t = _f32(x).reshape(B * C, 1, H, W)
-    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
-    t = F.pad(t, pad, mode={"edge": "replicate", "reflect": "reflect", "constant": "constant"}[mode])
+    if mode == "symmetric":  # torch has no half-sample symmetric padding: pad in numpy
+        x = np.pad(x, [(0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)], mode="symmetric")
+        t = _f32(x).reshape(B * C, 1, H + kh - 1, W + kw - 1)
+    else:
+        t = _f32(x).reshape(B * C, 1, H, W)
+        pad = (kw // 2, kw // 2, kh // 2, kh // 2)
+        t = F.pad(t, pad, mode={"edge": "replicate", "reflect": "reflect", "constant": "constant"}[mode])
     k = _f32(kernel).reshape(1, 1, kh, kw)
     return F.conv2d(t, k).reshape(B, C, H, W).double().numpy()
 
@@ -46,9 +51,9 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return k / k.sum()
 
 
-def gaussian(x: np.ndarray, sigma: float, mode: str = "edge") -> np.ndarray:
+def gaussian(x: np.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0) -> np.ndarray:
     """``skimage.filters.gaussian`` per channel (default mode "nearest", truncate 4): separable blur."""
-    k = gaussian_kernel1d(sigma)
+    k = gaussian_kernel1d(sigma, truncate)
     return correlate(correlate(x, k[None, :], mode), k[:, None], mode)
 
 
@@ -134,6 +139,50 @@ def zoom_center(x: np.ndarray, z: float) -> np.ndarray:
     big = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=True).double().numpy()
     trim = (size - H) // 2
     return big[:, :, trim:trim + H, trim:trim + W]
+
+
+def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``cv2.getAffineTransform`` per image: the (B, 2, 3) affine maps taking the three points ``src``
+    (B, 3, 2) as (col, row) onto ``dst`` (B, 3, 2 or 3, 2), i.e. ``dst = A @ (col, row, 1)``."""
+    src = np.asarray(src, dtype=np.float64)
+    P = np.concatenate([src, np.ones(src.shape[:-1] + (1,))], -1)  # (B, 3, 3)
+    dst = np.broadcast_to(np.asarray(dst, dtype=np.float64), src.shape)
+    return np.linalg.solve(P, dst).transpose(0, 2, 1)
+
+
+def _fold(coord: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map sample coordinates outside [0, n−1] back inside, as the border ``mode`` extends the image:
+    "reflect" (OpenCV BORDER_REFLECT_101, mirror about pixel 0) or "symmetric" (scipy "reflect", mirror
+    about −0.5; values in [−0.5, 0) then read pixel 0 after clamping)."""
+    if n == 1:
+        return np.zeros_like(coord)
+    if mode == "reflect":
+        c = np.mod(coord, 2 * (n - 1))
+        return np.where(c > n - 1, 2 * (n - 1) - c, c)
+    if mode == "symmetric":
+        c = np.mod(coord + 0.5, 2 * n) - 0.5
+        return np.where(c > n - 0.5, 2 * n - 1 - c, c)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+def sample_bilinear(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, mode: str) -> np.ndarray:
+    """Bilinear resampling (``scipy.ndimage.map_coordinates`` order 1, ``cv2.remap`` INTER_LINEAR):
+    output (b, c, i, j) = ``x`` (B, C, H, W) at the real position (``rows`` [b, i, j], ``cols`` [b, i, j]),
+    coordinates (B, H, W) or (H, W); outside the image the border ``mode`` of :func:`_fold` applies."""
+    B, C, H, W = x.shape
+    r = np.clip(_fold(np.broadcast_to(rows, (B, H, W)), H, mode), 0, H - 1)
+    c = np.clip(_fold(np.broadcast_to(cols, (B, H, W)), W, mode), 0, W - 1)
+    r0, c0 = np.floor(r).astype(int), np.floor(c).astype(int)
+    r1, c1 = np.minimum(r0 + 1, H - 1), np.minimum(c0 + 1, W - 1)
+    fr, fc = (r - r0)[:, None], (c - c0)[:, None]
+    b = np.arange(B)[:, None, None]
+
+    def at(rr, cc):  # (B, C, H, W): the pixels at integer positions rr, cc (B, H, W)
+        return x[b, :, rr, cc].transpose(0, 3, 1, 2)
+
+    top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
+    bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
+    return top * (1 - fr) + bottom * fr
 
 
 def motion_kernel_offsets(radius: float, sigma: float, angle_deg: float):
@@ -258,6 +307,12 @@ def canny(x: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 0.2
     mag = np.hypot(gc, gr)
     inner = np.zeros_like(mag, dtype=bool)
     inner[..., 1:-1, 1:-1] = True
+    weak = _local_max(mag, gc, gr) & inner & (mag >= low)
+    return _hysteresis(weak, weak & (mag >= high)).astype(np.float64)
+
+
+def _local_max(mag: np.ndarray, gc: np.ndarray, gr: np.ndarray) -> np.ndarray:
+    """Canny's non-maximum suppression over 4 gradient directions (bool (B, C, H, W)); zeros outside."""
     angle = (np.rad2deg(np.arctan2(gr, gc)) + 180.0) % 180.0
     sector = np.digitize(angle, [22.5, 67.5, 112.5, 157.5]) % 4  # 0: horizontal gradient, 1: 45°, 2: vertical, 3: 135°
     p = np.pad(mag, [(0, 0), (0, 0), (1, 1), (1, 1)])
@@ -267,11 +322,15 @@ def canny(x: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 0.2
         return p[..., 1 + dr:1 + dr + H, 1 + dc:1 + dc + W]
 
     pairs = [((0, 1), (0, -1)), ((1, 1), (-1, -1)), ((1, 0), (-1, 0)), ((1, -1), (-1, 1))]
-    local_max = np.zeros_like(inner)
+    local_max = np.zeros(mag.shape, dtype=bool)
     for s, (a, b) in enumerate(pairs):
         local_max |= (sector == s) & (mag >= at(*a)) & (mag >= at(*b))
-    weak = local_max & inner & (mag >= low)
-    edges = weak & (mag >= high)
+    return local_max
+
+
+def _hysteresis(weak: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Grow the strong ``edges`` (bool (..., H, W)) through 8-connected ``weak`` pixels (bool)."""
+    H, W = edges.shape[-2:]
     while True:
         grown = np.pad(edges, [(0, 0), (0, 0), (1, 1), (1, 1)])
         dil = np.zeros_like(edges)
@@ -280,5 +339,55 @@ def canny(x: np.ndarray, sigma: float = 1.0, low: float = 0.1, high: float = 0.2
                 dil |= grown[..., 1 + dr:1 + dr + H, 1 + dc:1 + dc + W]
         new = dil & weak
         if (new == edges).all():
-            return edges.astype(np.float64)
+            return edges
         edges = new
+
+
+def canny_u8(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``cv2.Canny(img, low, high)`` on 8-bit values (B, C, H, W) (float holding 0..255): 3×3 Sobel
+    (edge pixels repeated), L1 gradient magnitude, no pre-smoothing, non-maximum suppression, hysteresis
+    (strong > ``high``, weak > ``low``). Returns the binary edge map (bool, same shape)."""
+    sob = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    gc, gr = correlate(x, sob, "edge"), correlate(x, sob.T, "edge")
+    mag = np.abs(gc) + np.abs(gr)
+    weak = _local_max(mag, gc, gr) & (mag > low)
+    return _hysteresis(weak, weak & (mag > high))
+
+
+def distance_to(mask: np.ndarray, cap: float) -> np.ndarray:
+    """``cv2.distanceTransform`` of the complement of ``mask`` (bool (B, H, W)), truncated at ``cap``
+    (``cv2.threshold(…, THRESH_TRUNC)``): the Euclidean distance (B, H, W) of each pixel to the nearest
+    ``True`` pixel of its image (exact, where OpenCV uses a 5×5 approximation); ``cap`` if there is none."""
+    B, H, W = mask.shape
+    grid = np.stack(np.meshgrid(np.arange(H), np.arange(W), indexing="ij"), -1).reshape(-1, 2).astype(np.float64)
+    out = np.full((B, H * W), float(cap))
+    for b in range(B):
+        pts = grid[mask[b].reshape(-1)]
+        if len(pts):
+            d = np.sqrt(((grid[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).min(1)
+            out[b] = np.minimum(d, cap)
+    return out.reshape(B, H, W)
+
+
+def equalize_hist_u8(x: np.ndarray) -> np.ndarray:
+    """``cv2.equalizeHist`` per image of 8-bit values (B, H, W) (integers 0..255 as float): the lowest
+    occupied level maps to 0, level v to round(255 · #{pixels in (lowest, v]} / #{pixels above lowest})."""
+    out = np.empty_like(x, dtype=np.float64)
+    for b in range(x.shape[0]):
+        v = x[b].astype(np.int64)
+        hist = np.bincount(v.reshape(-1), minlength=256)
+        lowest = int(np.flatnonzero(hist)[0])
+        rest = v.size - hist[lowest]
+        if rest == 0:  # a single level: OpenCV returns it unchanged
+            out[b] = lowest
+            continue
+        lut = (np.cumsum(hist) - hist[lowest]) * 255.0 / rest
+        lut[:lowest] = 0
+        out[b] = np.rint(lut)[v]
+    return out
+
+
+def filter_u8(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``cv2.filter2D`` / ``cv2.blur`` on 8-bit images (B, C, H, W) with an 8-bit result: correlation
+    with BORDER_REFLECT_101, rounded and saturated to 0..255."""
+    return np.clip(np.rint(correlate(x, kernel, "reflect")), 0, 255)

@@ -137,6 +137,16 @@ def prepare_corruption_set(name: str, root: str | os.PathLike | None = None, *,
         "generated corruptions (source 'generated')")
 
 
+def available(name: str, root: str | os.PathLike | None = None, *,
+              source_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`prepare_corruption_set` would find all of the set's files (in ``<root>/<folder>`` or
+    in ``source_dir`` / its ``<folder>``), without hashing or copying anything."""
+    spec = CORRUPTION_SETS.get(name)
+    source = resolve_source(source_dir)
+    folders = [resolve_root(root) / spec.folder] + ([source / spec.folder, source] if source is not None else [])
+    return any(all((folder / f).is_file() for f in spec.files()) for folder in folders)
+
+
 def load_corruption_set(name: str, corruption: str, severity: int = 1, root: str | os.PathLike | None = None, *,
                         source_dir: str | os.PathLike | None = None, n: int | None = None,
                         indices=None) -> TensorImageDataset:
