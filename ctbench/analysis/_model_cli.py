@@ -6,6 +6,12 @@ Identity columns (so tables of many models concatenate for the figures): ``datas
 ``eps`` (the cell's training ε as configured, e.g. "0.1" or "2/255"), ``model`` (architecture),
 ``method``, ``seed``, ``variant`` (``config["variant"]``, "" if absent). Where an analysis evaluates at
 several radii, ``eval_eps`` (float) and ``eval_eps_str`` (as given) say at which.
+
+Data columns (every per-model table and figure states its sample count and data source): ``eval_dataset``
+(the dataset evaluated on), ``eval_split`` ("test" unless ``--split``), ``eval_n`` (samples analysed:
+the first ``--n`` of the split, or all of it), ``eval_source`` (where the data came from, in words:
+the dataset's registry ``source`` and the verified folder or shipped file it was read from). The
+provenance repeats them (``dataset``, ``split``, ``n``, ``data_source``, ``data_location``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class Loaded:
     device: object
     eps: list[tuple[float, str]]
     model_sha256: str
+    split: str = "test"
+    location: str = ""  # the verified folder or shipped file the split was read from ("" if unknown)
 
 
 def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
@@ -79,7 +87,24 @@ def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
         if default is None:
             raise CTBenchError(f"{args.model} records no training eps; give --eps")
         eps = [parse_eps(default)]
-    return Loaded(model, meta, dataset, spec, device, eps, sha256_file(args.model))
+    return Loaded(model, meta, dataset, spec, device, eps, sha256_file(args.model), args.split,
+                  _location(spec.name, args.data_root))
+
+
+def _location(name: str, root) -> str:
+    """Where dataset ``name`` was read from (``prepare_dataset`` is idempotent: a marker check here)."""
+    from ctbench.data import prepare_dataset
+
+    try:
+        return str(prepare_dataset(name, root))
+    except CTBenchError:
+        return ""
+
+
+def data_source(loaded: Loaded) -> str:
+    """``eval_source``: the dataset's ``source`` (``ctbench data list``) and, if known, where it was read."""
+    where = f"; read from {loaded.location}" if loaded.location else ""
+    return f"{loaded.spec.name} {loaded.split} split: {loaded.spec.source}{where}"
 
 
 def first_n(dataset, n: int | None):
@@ -144,11 +169,45 @@ def identity(loaded: Loaded) -> dict:
 
 
 def with_identity(df, loaded: Loaded):
-    """``df`` with the identity columns and ``eval_dataset`` (the dataset evaluated on) in front."""
-    ident = {**identity(loaded), "eval_dataset": loaded.spec.name}
+    """``df`` with the identity and data columns (module docstring) in front."""
+    ident = {**identity(loaded), "eval_dataset": loaded.spec.name, "eval_split": loaded.split,
+             "eval_n": len(loaded.dataset), "eval_source": data_source(loaded)}
     for i, (name, value) in enumerate(ident.items()):
         df.insert(i, name, value)
     return df
+
+
+def with_certification(tables, metrics_paths) -> list:
+    """The tables (``(DataFrame, provenance)`` pairs of :func:`ctbench.analysis.tables.read_table`) with the
+    cascade's certified accuracy of their model, from the cells' ``metrics.json`` (``ctbench summarize``),
+    matched by the model file's sha256: columns ``cert_acc`` (percent, at the cell's training ε),
+    ``cert_n`` (samples certified), ``cert_metrics`` (the file). A table whose model has no metrics file
+    gets none (NaN); a metrics file of no table's model is a CTBenchError (the wrong files were given).
+    Returns the DataFrames, in order (paper Fig. 5 plots certified accuracy against tightness)."""
+    import json
+
+    by_model = {}
+    for path in map(Path, metrics_paths):
+        try:
+            m = json.loads(path.read_text())
+            by_model[m["model_sha256"]] = (path, 100.0 * float(m["cert_acc"]), m.get("n"))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CTBenchError(f"cannot read the certified accuracy from {path}: {e}") from None
+    out, used = [], set()
+    for df, provenance in tables:
+        sha = (provenance or {}).get("model_sha256")
+        df = df.copy()
+        if sha in by_model:
+            used.add(sha)
+            path, acc, n = by_model[sha]
+            df["cert_acc"], df["cert_n"], df["cert_metrics"] = acc, n, str(path)
+        else:
+            df["cert_acc"], df["cert_n"], df["cert_metrics"] = float("nan"), None, ""
+        out.append(df)
+    stray = [str(by_model[s][0]) for s in by_model if s not in used]
+    if stray:
+        raise CTBenchError(f"metrics of a model no table was computed on: {', '.join(stray)}")
+    return out
 
 
 def write(df, args: argparse.Namespace, loaded: Loaded, analysis: str, settings: dict) -> None:
@@ -167,6 +226,8 @@ def write(df, args: argparse.Namespace, loaded: Loaded, analysis: str, settings:
         "dataset": loaded.spec.name,
         "split": args.split,
         "n": len(loaded.dataset),
+        "data_source": data_source(loaded),
+        "data_location": loaded.location,
         "eps": [s for _, s in loaded.eps],
         "seed": args.seed,
         "device": str(loaded.device),

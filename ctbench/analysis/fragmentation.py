@@ -13,7 +13,10 @@ Every sampled point lies in the box, so lower ≤ IBP for every input. The paper
 model at both ε = 0.1 and 0.3, hence ``--eps`` takes several radii; rows carry ``eval_eps``.
 
 Table: one row per (input, evaluation ε): ``eval_eps, eval_eps_str, index`` (position in the split),
-``label, n_neurons, samples, unstable_lower_pct, unstable_ibp_pct``. Example::
+``label, n_neurons, samples, unstable_lower_pct, unstable_ibp_pct``, after the identity and data columns
+(``eval_n``, ``eval_source``: ``ctbench.analysis._model_cli``). Input i's random points at radius ε depend
+only on (``--seed``, ε, i): a model's value at ε = 0.3 is the same whether or not 0.1 was requested too.
+Example::
 
     ctbench analyze fragmentation --model results/mnist/0.1/cnn7/ibp/seed0/model.pt --eps 0.1 0.3 --out frag.parquet
 """
@@ -46,27 +49,27 @@ def fragmentation(model, data, eps, *, samples: int = SAMPLES, seed: int = 0, ba
         model: ``nn.Sequential`` in eval mode, supported by the bound engine.
         data: ``(x (N, C, H, W) in [0, 1], y (N,))`` tensors, a Dataset or an iterable of batches.
         eps: one radius or a sequence (floats, strings like "2/255", or (value, string) pairs).
-        samples: random points per input; seed: seeds them (one generator, drawn batch by batch).
+        samples: random points per input; seed: seeds them — input i's points at radius ε come from a
+            generator seeded with ``stable_seed(seed, ε, i)`` (i: its position in the split), so its value
+            depends only on (model, seed, ε, input): not on the other radii requested, the batch or chunk
+            size, or the device (bitwise up to the network's floating-point arithmetic).
         chunk: points per input per forward pass (``chunk · batch`` inputs at once).
 
     Returns: a DataFrame, one row per (input, ε), columns as in the module docstring.
     """
     import pandas as pd
-    import torch
 
     from ctbench.analysis._model_cli import as_batches, eps_list
-    from ctbench.analysis.relu import ibp_preactivation_bounds, relu_count, sampled_unstable
+    from ctbench.analysis.relu import ibp_preactivation_bounds, relu_count, sampled_unstable, stable_seed
 
     radii = eps_list(eps)
     relu_count(model)
     frames = {text: [] for _, text in radii}
-    generator = None
     start = 0
     for x, y in as_batches(data, batch, device, desc=NAME):
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(int(seed))
         for value, text in radii:
-            lower = sampled_unstable(model, x, value, samples, generator, chunk)
+            seeds = [stable_seed(int(seed), float(value), i) for i in range(start, start + x.shape[0])]
+            lower = sampled_unstable(model, x, value, samples, seeds, chunk)
             bounds = ibp_preactivation_bounds(model, x, value)
             n = sum(m.shape[1] for m in lower)
             lower_count = sum(m.sum(1) for m in lower).double()
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def figure(tables, out_stem: Path) -> list[Path]:
     """Fig. 3 / 9: mean sampled unstable ratio (bars) and IBP upper estimate (black ticks) per method,
-    one colour per training ε, one panel per evaluation ε."""
+    one colour per training ε, one panel per evaluation ε; the note below states n and the data source."""
     from ctbench.analysis import style
 
     df = style.concat(tables, ("method", "eps", "eval_eps_str", "unstable_lower_pct", "unstable_ibp_pct"), NAME)
@@ -116,4 +119,4 @@ def figure(tables, out_stem: Path) -> list[Path]:
         ax.set_title(f"evaluated at ε = {ev}")
         ax.set_ylabel("unstable ReLUs [%]")
     axes[0].legend(loc="best")
-    return style.save(fig, out_stem)
+    return style.save(fig, out_stem, note=style.data_note(df))

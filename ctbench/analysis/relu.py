@@ -19,6 +19,9 @@ flattened to (B, n_k); "all neurons" means all ReLU neurons of all layers, n = �
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import torch
 
 from ctbench.bounds import ibp_bounds
@@ -65,23 +68,45 @@ def status(l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return dead, (u > 0).sum(1) - unstable, unstable
 
 
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from ``parts`` (e.g. the analysis seed, ε, a sample's position in its split): the same
+    on every run, process and machine (sha256 of their ``repr``s; floats by ``repr(float)``, so the ε
+    strings "0.3" and "3/10" give one seed). Seeds every random draw of the per-model analyses, so a
+    sample's value depends on nothing else (not on the other ε requested, the batch size or order)."""
+    text = "|".join(repr(float(p)) if isinstance(p, float) else repr(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def per_sample_noise(seeds: Sequence[int], k: int, shape, *, dtype=torch.float32) -> torch.Tensor:
+    """``N(0, 1)`` noise (k, B, *shape) on the CPU, column b drawn at once from a generator seeded with
+    ``seeds[b]`` (B ints): the same values on every device and for every batch composition."""
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    return torch.stack([torch.randn((k, *shape), generator=g, dtype=dtype) for g in gens], 1)
+
+
 @torch.no_grad()
 def sampled_unstable(model: torch.nn.Module, x: torch.Tensor, eps: float, samples: int,
-                     generator: torch.Generator | None = None, chunk: int = 10) -> list[torch.Tensor]:
+                     seeds: Sequence[int], chunk: int = 10) -> list[torch.Tensor]:
     """Neurons seen both negative and positive over ``samples`` random points of the ε-box (paper §5.1).
 
     Points: ``clamp(x + eps · clamp(N(0, 1), −1, 1), 0, 1)`` (original ``run_unstable_relu_lower_bound``;
-    the clean input itself is not among them). ``chunk`` points per input go through the network in
-    one batch of ``chunk · B`` inputs. Returns one bool tensor (B, n_k) per ReLU layer. Every point lies
-    in the box, so this set is contained in IBP's unstable set: a lower estimate of the true ratio.
+    the clean input itself is not among them); input b's ``samples`` noise draws come from its own CPU
+    generator seeded with ``seeds[b]`` (B ints, e.g. :func:`stable_seed` of (seed, ε, position)), so its
+    result does not depend on the other inputs of the batch, on ``chunk`` or on the device. ``chunk``
+    points per input go through the network in one batch of ``chunk · B`` inputs. Returns one bool tensor
+    (B, n_k) per ReLU layer. Every point lies in the box, so this set is contained in IBP's unstable set:
+    a lower estimate of the true ratio.
     """
     if samples < 1:
         raise CTBenchError(f"the number of samples must be >= 1, got {samples}")
     B = x.shape[0]
+    if len(seeds) != B:
+        raise CTBenchError(f"sampled_unstable needs one seed per input ({B}), got {len(seeds)}")
     neg = pos = None
+    noise_all = per_sample_noise(seeds, samples, x.shape[1:], dtype=x.dtype)  # (samples, B, C, H, W)
     for start in range(0, samples, chunk):
         k = min(chunk, samples - start)
-        noise = torch.randn((k, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        noise = noise_all[start:start + k].to(x.device)
         points = (x.unsqueeze(0) + eps * noise.clamp(-1, 1)).clamp(0, 1).flatten(0, 1)  # (k·B, C, H, W)
         pre = [z.reshape(k, B, -1) for z in preactivations(model, points)]
         seen_neg = [(z < 0).any(0) for z in pre]

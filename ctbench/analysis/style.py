@@ -111,17 +111,44 @@ def grouped_bars(ax, df, value: str, *, entities: list[str], hues: list[str], hu
     ax.set_xticklabels(entities, rotation=45, ha="right")
 
 
-def save(fig, out_stem) -> list[Path]:
-    """Write ``out_stem``.png and ``out_stem``.pdf atomically; return both paths."""
+def data_note(df) -> str:
+    """What a per-model figure was computed on, from the tables' data columns (``_model_cli``): per data
+    source "n = N <split> samples per model; data: <eval_source>" (N a range where models differ)."""
+    cols = ("eval_split", "eval_n", "eval_source")
+    if df.empty or not all(c in df.columns for c in cols):
+        return "n and data source not recorded (tables written before ctbench recorded them)"
+    lines = []
+    for (split, source), sub in df.groupby(["eval_split", "eval_source"], observed=True, sort=True):
+        lo, hi = int(sub["eval_n"].min()), int(sub["eval_n"].max())
+        n = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+        lines.append(f"n = {n} {split} samples per model; data: {source}")
+    return "\n".join(lines)
+
+
+def save(fig, out_stem, note: str | None = None) -> list[Path]:
+    """Write ``out_stem``.png and ``out_stem``.pdf atomically; return both paths. ``note`` (e.g.
+    :func:`data_note`) is printed small below the panels, wrapped to the figure's width, and stored in
+    the files' metadata (PNG ``Description``, PDF ``Subject``)."""
+    import textwrap
+
     from ctbench.io import atomic_path
 
     out_stem = Path(out_stem)
-    fig.tight_layout()
+    if note:
+        width = max(40, int(fig.get_figwidth() * 22))  # characters per line at 6 pt
+        text = "\n".join(w for line in note.splitlines() for w in textwrap.wrap(line, width) or [""])
+        extra = 0.12 * (text.count("\n") + 1) + 0.06  # inches added below the panels
+        fig.set_figheight(fig.get_figheight() + extra)
+        fig.tight_layout(rect=(0, extra / fig.get_figheight(), 1, 1))
+        fig.text(0.005, 0.005, text, fontsize=6, color="0.25", ha="left", va="bottom")
+    else:
+        fig.tight_layout()
     paths = []
     for ext in ("png", "pdf"):
         path = out_stem.parent / f"{out_stem.name}.{ext}"
+        meta = ({"png": {"Description": note}, "pdf": {"Subject": note}}[ext]) if note else None
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext)
+            fig.savefig(tmp, format=ext, metadata=meta)
         paths.append(path)
     import matplotlib.pyplot as plt
 

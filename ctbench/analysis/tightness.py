@@ -21,7 +21,9 @@ per-input value is the mean of τ over the examined margins; the model's value i
 Choices where the reference leaves room (closest to Mao et al. 2024): biases do not enter (radii only);
 D uses ≥ 0 as the original; with K − 1 > ``max_margins`` (default 8, the original's
 ``max_examined_class``; so also for K = 10) a random subset of margins per input is examined — an
-unbiased estimate of the all-margin mean, seeded by ``--seed`` (``--max-margins 0``: all margins); the
+unbiased estimate of the all-margin mean, input i's subset drawn from a CPU generator seeded with
+``stable_seed(seed, "margins", i)`` (``ctbench.analysis.relu``; i: its position in the split), so it depends
+on nothing but (``--seed``, i) and is the same at every ε (``--max-margins 0``: all margins); the
 original clamps r* and r at 1e-8 before dividing, here τ = r*/r exactly and τ = 1 where r = 0 (both
 radii vanish: IBP is exact). ε must be > 0 (at ε = 0 both radii vanish).
 
@@ -29,7 +31,12 @@ radii vanish: IBP is exact). ε must be > 0 (at ε = 0 both radii vanish).
 weights with all ReLUs active); it decreases as IBP's interval arithmetic over-approximates more.
 
 Table: one row per (input, evaluation ε): ``eval_eps, eval_eps_str, index, label, n_margins, tightness,
-correct`` (clean prediction) and ``ibp_certified`` (IBP margin lower bounds all > 0 on the same box).
+correct`` (clean prediction) and ``ibp_certified`` (IBP margin lower bounds all > 0 on the same box), after
+the identity and data columns (``eval_n``, ``eval_source``: ``ctbench.analysis._model_cli``). Fig. 5's
+y-axis, the certification cascade's certified accuracy, is joined when the figure is drawn::
+
+    ctbench figure tightness results/*/*/*/*/seed0/analysis/tightness.parquet \\
+        --metrics results/*/*/*/*/seed0/metrics.json --out results/analysis/tightness
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pathlib import Path
 
 KIND = "model"
 NAME = "tightness"
+USES_METRICS = True  # `ctbench figure tightness ... --metrics`: the cascade's certified accuracy (Fig. 5)
 MAX_MARGINS = 8  # the original's max_examined_class
 
 
@@ -107,6 +115,7 @@ def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0
     import torch
 
     from ctbench.analysis._model_cli import as_batches, eps_list
+    from ctbench.analysis.relu import stable_seed
     from ctbench.bounds import ibp_bounds, margin_spec
     from ctbench.errors import CTBenchError
 
@@ -114,16 +123,17 @@ def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0
         raise CTBenchError(f"max_margins must be >= 0, got {max_margins}")
     radii = eps_list(eps)
     frames = {text: [] for _, text in radii}
-    generator, start = None, 0
+    start = 0
     for x, y in as_batches(data, batch, device, desc=NAME):
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(int(seed))
         with torch.no_grad():
             logits = model(x)
         C_all = margin_spec(y, logits.shape[1], dtype=x.dtype)
         C = C_all
         if 0 < max_margins < C.shape[1]:
-            pick = torch.rand(C.shape[:2], generator=generator, device=x.device).argsort(1)[:, :max_margins]
+            gens = [torch.Generator().manual_seed(stable_seed(int(seed), "margins", i))
+                    for i in range(start, start + x.shape[0])]
+            keys = [torch.rand(C.shape[1], generator=g) for g in gens]
+            pick = torch.stack(keys).argsort(1)[:, :max_margins].to(x.device)  # (B, max_margins)
             C = C.gather(1, pick.unsqueeze(-1).expand(-1, -1, C.shape[2]))
         for value, text in radii:
             tau = tightness_batch(model, x, y, value, C)
@@ -153,30 +163,66 @@ def run(args: argparse.Namespace) -> int:
 
 def figure(tables, out_stem: Path) -> list[Path]:
     """Fig. 5: certified accuracy vs mean propagation tightness, one point per method and training ε,
-    one panel per (dataset, evaluation ε). Certified accuracy is the ``cert_acc`` column (percent) where
-    a table has one (e.g. joined from the certification summary), else IBP-certified accuracy."""
-    from ctbench.analysis import style
+    one panel per (dataset, evaluation ε).
 
-    df = style.concat(tables, ("method", "eps", "eval_eps_str", "tightness", "ibp_certified"), NAME)
-    use_cert = "cert_acc" in df.columns and df["cert_acc"].notna().all()
-    df["y"] = df["cert_acc"] if use_cert else 100.0 * df["ibp_certified"].astype(float)
+    The y-value of a model evaluated at its own training ε is the certification cascade's certified
+    accuracy, the ``cert_acc`` column (percent; ``ctbench figure tightness ... --metrics`` joins it from
+    the cells' ``metrics.json``, as the workflow does): filled markers, as the paper. Where there is no
+    certification (no metrics, or an evaluation ε other than the training ε) it falls back to the
+    IBP-certified accuracy on the analysed samples: hollow markers. The axis label and the note below
+    the panels say which was used, with n and the data source."""
+    import numpy as np
+
+    from ctbench.analysis import style
+    from ctbench.certify.run import parse_eps
+
+    df = style.concat(tables, ("method", "eps", "eval_eps", "eval_eps_str", "tightness", "ibp_certified"), NAME)
+    train_eps = df["eps"].map(lambda e: parse_eps(str(e))[0])
+    cert = df["cert_acc"].astype(float) if "cert_acc" in df.columns else np.nan
+    df["cascade"] = np.isclose(df["eval_eps"].astype(float), train_eps, rtol=0, atol=1e-9) & np.isfinite(cert)
+    df["y"] = np.where(df["cascade"], cert, 100.0 * df["ibp_certified"].astype(float))
     plt = style.pyplot()
     keys = [(d, e) for d in sorted(df["dataset"].unique())
             for e in style.eps_order(df[df["dataset"] == d]["eval_eps_str"])]
     fig, axes = style.panels(plt, len(keys), sharey=False)
     hues = style.eps_order(df["eps"])
+    any_cascade, any_ibp = bool(df["cascade"].any()), bool((~df["cascade"]).any())
+    ylabel = ("certified accuracy [%]" if any_cascade and any_ibp else
+              "certified accuracy (cascade) [%]" if any_cascade else "IBP-certified accuracy [%]")
     for ax, (dataset, ev) in zip(axes, keys, strict=True):
         sub = df[(df["dataset"] == dataset) & (df["eval_eps_str"] == ev)]
-        points = sub.groupby(["entity", "eps"], observed=True)[["tightness", "y"]].mean().reset_index()
+        points = sub.groupby(["entity", "eps", "cascade"], observed=True)[["tightness", "y"]].mean().reset_index()
         for hue, color in zip(hues, style.colors(len(hues)), strict=True):
-            p = points[points["eps"] == hue]
-            ax.scatter(p["tightness"], p["y"], color=color, label=f"trained at ε {hue}")
-            for row in p.itertuples(index=False):
-                ax.annotate(row.entity, (row.tightness, row.y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            for cascade in (True, False):
+                p = points[(points["eps"] == hue) & (points["cascade"] == cascade)]
+                if p.empty:
+                    continue
+                what = "" if not (any_cascade and any_ibp) else " (cascade)" if cascade else " (IBP only)"
+                ax.scatter(p["tightness"], p["y"], color=color, facecolors=color if cascade else "none",
+                           label=f"trained at ε {hue}{what}")
+                for row in p.itertuples(index=False):
+                    ax.annotate(row.entity, (row.tightness, row.y), fontsize=6, xytext=(3, 2),
+                                textcoords="offset points")
         if len(points) and points["tightness"].max() > 20 * points["tightness"].min() > 0:
             ax.set_xscale("log")
         ax.set_title(f"{dataset}, ε = {ev}")
         ax.set_xlabel("propagation tightness")
-        ax.set_ylabel("certified accuracy [%]" if use_cert else "IBP-certified accuracy [%]")
+        ax.set_ylabel(ylabel)
     axes[0].legend(loc="best")
-    return style.save(fig, out_stem)
+    return style.save(fig, out_stem, note=_note(df, any_cascade, any_ibp))
+
+
+def _note(df, any_cascade: bool, any_ibp: bool) -> str:
+    """The figure's note: the data (n, source) of the tightness, then where the y-values come from."""
+    from ctbench.analysis import style
+
+    lines = [style.data_note(df)]
+    if any_cascade:
+        ns = sorted({int(n) for n in df.loc[df["cascade"], "cert_n"].dropna()}) if "cert_n" in df.columns else []
+        n = f"{ns[0]:,}" if len(ns) == 1 else f"{ns[0]:,}–{ns[-1]:,}" if ns else "?"
+        lines.append(f"{'filled: ' if any_ibp else 'y: '}certified accuracy of the certification cascade at the "
+                     f"training ε (metrics.json, n = {n} certified test samples per model)")
+    if any_ibp:
+        lines.append(f"{'hollow: ' if any_cascade else 'y: '}IBP-certified accuracy on the analysed samples "
+                     "(no certification of the model at this ε was given)")
+    return "\n".join(lines)

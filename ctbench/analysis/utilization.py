@@ -8,7 +8,8 @@ original's ``relu_loop`` (``relu.json``), the fractions of dead (u ≤ 0), activ
 
 Table: one row per (evaluation ε, ReLU layer), plus a layer "all" over all ReLU neurons, with
 ``n_neurons`` (per input), ``n_inputs`` and, in percent averaged over inputs, ``utilization_pct`` (clean),
-``dead_pct``, ``active_pct``, ``unstable_pct`` (IBP box at ``eval_eps``). Example::
+``dead_pct``, ``active_pct``, ``unstable_pct`` (IBP box at ``eval_eps``), after the identity and data
+columns (``eval_n``, ``eval_source``: ``ctbench.analysis._model_cli``). No random draws. Example::
 
     ctbench analyze utilization --model results/mnist/0.1/cnn7/ibp/seed0/model.pt --eps 0.1 0.3 --out util.parquet
     ctbench figure utilization results/*/*/*/*/seed0/analysis/utilization.parquet --out results/analysis/utilization
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
 def figure(tables, out_stem: Path) -> list[Path]:
     """Fig. 4 / 10: utilization on clean inputs (left), then per evaluation ε the IBP box's
-    dead / unstable / active fractions (stacked), methods side by side, one colour per training ε."""
+    dead / unstable / active fractions (stacked), methods side by side, one colour per training ε; the
+    note below states n and the data source."""
     from ctbench.analysis import style
 
     df = style.concat(tables, ("method", "eps", "layer", "eval_eps_str", "utilization_pct", "dead_pct",
@@ -125,4 +127,4 @@ def figure(tables, out_stem: Path) -> list[Path]:
         ax.set_title(f"IBP box at ε = {ev}")
         ax.set_ylabel("ReLU neurons [%]")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return style.save(fig, out_stem)
+    return style.save(fig, out_stem, note=style.data_note(df))

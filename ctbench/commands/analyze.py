@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("name", metavar="NAME", help="analysis whose tables are drawn")
     f.add_argument("tables", nargs="+", type=Path, help="its Parquet tables (one per model)")
+    f.add_argument("--metrics", nargs="+", type=Path, default=[],
+                   help="the cells' metrics.json, matched to the tables by the model's sha256 (tightness: "
+                   "Fig. 5's y-axis is the certification cascade's certified accuracy)")
     f.add_argument("--out", type=Path, required=True, help="output stem: writes STEM.png and STEM.pdf")
     f.set_defaults(func=_figure)
 
@@ -60,7 +63,16 @@ def _figure(args: argparse.Namespace) -> int:
     module = load(args.name)
     if not hasattr(module, "figure"):
         raise CTBenchError(f"analysis {args.name!r} has no figure drawn from stored tables")
-    written = module.figure([read_table(p)[0] for p in args.tables], args.out)
+    tables = [read_table(p) for p in args.tables]
+    if args.metrics:
+        if not getattr(module, "USES_METRICS", False):
+            raise CTBenchError(f"the {args.name} figure does not use --metrics")
+        from ctbench.analysis._model_cli import with_certification
+
+        frames = with_certification(tables, args.metrics)
+    else:
+        frames = [df for df, _ in tables]
+    written = module.figure(frames, args.out)
     for path in written:
         print(f"wrote {path}")
     return 0

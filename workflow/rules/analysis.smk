@@ -28,6 +28,7 @@ rule analyze_model:
 rule model_figure:
     input:
         tables=model_analysis_tables,
+        metrics=model_figure_metrics,
     output:
         png=report(
             "results/analysis/{analysis}.png",
@@ -39,8 +40,10 @@ rule model_figure:
         "results/logs/figure_{analysis}.log",
     conda:
         "../envs/ctbench.yaml"
+    params:
+        args=model_figure_args,
     shell:
-        "ctbench figure {wildcards.analysis} {input.tables} --out results/analysis/{wildcards.analysis}"
+        "ctbench figure {wildcards.analysis} {input.tables} {params.args} --out results/analysis/{wildcards.analysis}"
         " > {log} 2>&1"
 
 
