@@ -81,12 +81,13 @@ def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
         for k in METRICS:
             v = data.get(f"{k}_acc")
             row[k] = None if v is None else 100.0 * float(v)
-        row.update(n=data.get("n"), complete_limit=data.get("complete_limit"), epochs=data.get("epochs"),
+        row.update(n=data.get("n"), split=data.get("split"), complete_limit=data.get("complete_limit"),
+                   epochs=data.get("epochs"),
                    epochs_paper=data.get("epochs_paper"), train_subset=data.get("train_subset"),
                    selection_split=data.get("selection_split") or "test",
                    fingerprint=(data.get("fingerprints") or {}).get("summarize"))
         rows.append(row)
-    columns = [*IDENTITY, *METRICS, "n", "complete_limit", "epochs", "epochs_paper", "train_subset",
+    columns = [*IDENTITY, *METRICS, "n", "split", "complete_limit", "epochs", "epochs_paper", "train_subset",
                "selection_split", "fingerprint", "path"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -237,11 +238,30 @@ def to_markdown(df: pd.DataFrame, title: str, footnotes: Iterable[str] = ()) -> 
 
     lines = [f"# {title}", "", "| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    notes = list(footnotes)
+    notes = [n for n in footnotes if n]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def table1_markdown(t1: pd.DataFrame) -> str:
+DATASET_NAMES = {"mnist": "MNIST", "mnist_mini": "mnist_mini (shipped MNIST subset)", "cifar10": "CIFAR-10",
+                 "tinyimagenet": "TinyImageNet"}
+
+
+def samples_note(cells: pd.DataFrame) -> str:
+    """What the accuracies rest on, from the cells' ``metrics.json``: per (dataset, split) the number of
+    evaluated samples per cell (a range where cells differ), e.g. "Samples: n = 1,000 test samples per cell
+    (MNIST test split; nat, cert and adv of the same samples)."; "" for no cells."""
+    parts = []
+    for (dataset, split), group in cells.groupby([cells.dataset, cells.split.fillna("")], sort=True):
+        ns = pd.to_numeric(group.n, errors="coerce").dropna().astype(int)
+        count = "" if ns.empty else f"{ns.min():,}" if ns.min() == ns.max() else f"{ns.min():,}–{ns.max():,}"
+        n = f"n = {count} samples per cell" if count else "n not recorded"
+        where = f"{DATASET_NAMES.get(dataset, dataset)} {split} split" if split else \
+            f"{DATASET_NAMES.get(dataset, dataset)}, split not recorded"
+        parts.append(f"{n} ({where})")
+    return ("Samples: " + "; ".join(parts) + "; nat, cert and adv of the same samples.") if parts else ""
+
+
+def table1_markdown(t1: pd.DataFrame, samples: str = "") -> str:
     """Table 1 for people: † on certified accuracies from a limited complete stage, notes as footnotes."""
     shown = t1.drop(columns=["cert_dagger", "note"]).copy()
     shown["cert"] = [("/" if not _num(c) else f"{c:.2f}") + (" †" if d else "") for c, d in
@@ -255,6 +275,7 @@ def table1_markdown(t1: pd.DataFrame) -> str:
     foot = [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
     daggers = sorted({d for d in t1.cert_dagger if d})
     foot += [f"† {d} (paper Table 1: PGD/EDAC are complete-verified on the first 10 test samples)" for d in daggers]
+    foot += [samples] if samples else []
     return to_markdown(shown, "CTBench Table 1: ours beside the literature (percent)", foot)
 
 
@@ -333,11 +354,12 @@ def write_reports(cell_files: list[str | Path], literature_path: str | Path, out
     out = Path(out_dir)
     if "table1" in tables:
         _write_csv(t1, out / "table1.csv")
-        write_text(out / "table1.md", table1_markdown(t1))
+        write_text(out / "table1.md", table1_markdown(t1, samples_note(base)))
         write_text(out / "table1.tex", to_latex(t1))
         _write_csv(stats, out / "seeds.csv")
     if "ablations" in tables:
         _write_csv(abl, out / "ablations.csv")
         write_text(out / "ablations.md", to_markdown(abl, "Ablations: variants and extra cells beside their base "
-                                                         "cells (percent, mean and std over seeds)"))
+                                                         "cells (percent, mean and std over seeds)",
+                                                    [samples_note(cells[~cells.table1])]))
     return t1, stats

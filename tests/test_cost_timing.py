@@ -92,11 +92,11 @@ def test_train_time_sources_in_order_and_unknown_stays_unknown(tmp_path):
         assert df.loc[f"results/{name}/seed0", "train_s"] == 33.0
         assert df.loc[f"results/{name}/seed0", "timing"] == "train: train/history.csv, 3 epochs, set-up not counted"
     assert df.loc["results/none/seed0", "train_s"] == 5.8
-    assert df.loc["results/none/seed0", "timing"] == "train: benchmark, last job only"
+    assert df.loc["results/none/seed0", "timing"] == "train: benchmark, last job only, earlier attempts not summed"
     bad = df.loc["results/bad/seed0"]
     assert math.isnan(bad.train_s) and math.isnan(bad.total_s) and bad.attack_s == 3.0  # no partial total
     assert bad.timing == ("train: unknown: train/history.csv lacks epoch times; "
-                          "attack: benchmark, last attempt")
+                          "attack: benchmark, last attempt only, earlier attempts not summed")
 
 
 def test_resumed_certify_job_is_recognised_from_certify_h5(tmp_path):
@@ -109,7 +109,8 @@ def test_resumed_certify_job_is_recognised_from_certify_h5(tmp_path):
     assert df.loc["ibp", "certify_s"] == pytest.approx(10.0)
     assert df.loc["ibp", "timing"] == ("certify: certify.h5 per-sample times "
                                        "(resumed job: all attempts, set-up not counted)")
-    assert (df.loc["sabr", "certify_s"], df.loc["sabr", "timing"]) == (40.0, "certify: benchmark, last attempt")
+    assert (df.loc["sabr", "certify_s"], df.loc["sabr", "timing"]) == (
+        40.0, "certify: benchmark, last attempt only, earlier attempts not summed")
     assert set(df.cell_dir) == {"a", "b"}  # outside the working directory and without results/: from tmp_path
 
 

@@ -176,3 +176,22 @@ def test_ablations_put_variants_and_extra_cells_beside_their_base_cells(tmp_path
     assert abl.nat_mean.tolist() == pytest.approx([82.0, 70.0], abs=0.01)
     assert abl.base_nat.tolist() == pytest.approx([91.0, 91.0], abs=0.01) and abl.base_model.tolist() == ["cnn7"] * 2
     assert "l1=1e-06" in (tmp_path / "out" / "ablations.md").read_text()
+
+
+def test_tables_state_their_sample_count_and_data_source(tmp_path):
+    """table1.md and ablations.md say how many samples each cell's accuracies rest on and from which split
+    (issue 28), as each metrics.json records them — a range where cells differ, 'not recorded' where absent."""
+    paths = [_cell_summary(tmp_path, _cell("ibp", seed=0), 0.9, 0.8, 0.85, "a", n=1000, split="test"),
+             _cell_summary(tmp_path, _cell("sabr", seed=0), 0.9, 0.8, 0.85, "b", n=500, split="test"),
+             _cell_summary(tmp_path, _cell("ibp", dataset="mnist_mini", model="cnn_small"), 0.9, 0.8, 0.85, "c"),
+             _cell_summary(tmp_path, _cell("ibp", seed=0, variant="l1_1e-06"), 0.8, 0.7, 0.75, "d", n=200,
+                           split="test")]
+    manifest = _manifest(tmp_path, [(_cell("ibp", seed=0), "a", True, ""), (_cell("sabr", seed=0), "b", True, ""),
+                                    (_cell("ibp", dataset="mnist_mini", model="cnn_small"), "c", True, ""),
+                                    (_cell("ibp", seed=0, variant="l1_1e-06"), "d", False, "l1=1e-06")])
+    write_reports(paths, LITERATURE, tmp_path / "out", manifest=manifest)
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert ("Samples: n = 500–1,000 samples per cell (MNIST test split); n not recorded "
+            "(mnist_mini (shipped MNIST subset), split not recorded); nat, cert and adv of the same samples.") in md
+    abl = (tmp_path / "out" / "ablations.md").read_text()
+    assert "Samples: n = 200 samples per cell (MNIST test split)" in abl

@@ -12,7 +12,8 @@ Per cell, from the stage columns of ``certify.h5`` exactly as ``ctbench summariz
 
 Outputs (``--out-dir``): ``complete_gain.{csv,md,tex,png,pdf}``; columns ``dataset, eps, model, method,
 seed, n, nat, ibp, crown_ibp, cascade, adv, gain_ibp, gain_crown_ibp, complete_stages, undecided``
-(accuracies in percent).
+(accuracies in percent). The tables and the figure state the sample count and data source (``df.attrs
+["data_note"]``: ``n`` per cell and which test samples, from ``certify.h5``).
 """
 
 from __future__ import annotations
@@ -59,13 +60,17 @@ def gain_row(item: C.Certificates, attack_path: str | Path | None = None) -> dic
 
 
 def complete_gain(certify_paths, attack_paths=None):
-    """The Table 22 DataFrame, one row per cell, sorted in the paper's order."""
+    """The Table 22 DataFrame, one row per cell, sorted in the paper's order; ``attrs["data_note"]``: its
+    sample count and data source (``gridtables.samples_note``)."""
     import pandas as pd
 
+    from ctbench.analysis.gridtables import samples_note
+
     attacks = attack_files(attack_paths)
-    rows, seen = [], {}
+    rows, seen, entries = [], {}, []
     for p in C.require(certify_paths, "certify"):
         item = C.read_certificates(p)
+        entries.append((item.cell.dataset, item.attrs.get("split"), item.sample_index))
         if item.cell in seen:
             raise CTBenchError(f"two certify.h5 files for one cell: {seen[item.cell]} and {p}")
         seen[item.cell] = p
@@ -73,7 +78,10 @@ def complete_gain(certify_paths, attack_paths=None):
     unmatched = [str(p) for cell, p in attacks.items() if cell not in seen]
     if unmatched:
         raise CTBenchError(f"attack files without a certify.h5 of the same cell: {', '.join(unmatched)}")
-    return pd.DataFrame([r for _, r in sorted(rows, key=lambda cr: cr[0].sort_key())])
+    df = pd.DataFrame([r for _, r in sorted(rows, key=lambda cr: cr[0].sort_key())])
+    df.attrs["data_note"] = samples_note(entries, unit="certified samples", source="certify.h5") + (
+        " Adv: the cells' attack.h5 on the same samples." if attacks else "")
+    return df
 
 
 def to_latex(df) -> str:
@@ -94,7 +102,8 @@ def to_latex(df) -> str:
 
 
 def figure(df, stem: Path) -> list[Path]:
-    """Grouped bars per setting: IBP, CROWN-IBP and cascade certified accuracy of each method."""
+    """Grouped bars per setting: IBP, CROWN-IBP and cascade certified accuracy of each method; the sample
+    count and data source (``df.attrs["data_note"]``) below."""
     import numpy as np
 
     from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
@@ -112,7 +121,7 @@ def figure(df, stem: Path) -> list[Path]:
         ax.set_title(f"{setting_name(dataset, eps)} ({model})")
         ax.set_ylim(0, 1.25 * max(float(block.max().max()), 1.0))  # room for the legend
     axes[0].legend(loc="upper left", ncols=3)
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, df.attrs.get("data_note", ""))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         notes.append("Cells with `undecided` > 0 left samples unknown or timed out: their cascade accuracy is a "
                      "lower bound of the complete certified accuracy.")
     written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes,
-                           title="Incomplete (IBP, CROWN-IBP) vs complete (cascade) certified accuracy [%] (Table 22)")
+                           title="Incomplete (IBP, CROWN-IBP) vs complete (cascade) certified accuracy [%] (Table 22)",
+                           data_note=df.attrs.get("data_note", ""))
     if not args.no_figure:
         written += figure(df, Path(args.out_dir) / STEM)
     for p in written:

@@ -16,6 +16,9 @@ earlier attempt's state (a training checkpoint, ``certify``'s partial state) ran
   to more: the job resumed, and the cascade time over all attempts (set-up not counted) is shown instead.
 * any other ``<rule>_s`` is the benchmark's: the last attempt, which is all that is known of a retried job.
 
+Where a number could not add up all attempts, its ``timing`` entry says so in words ("last attempt only,
+earlier attempts not summed"); ``total_s`` is then a lower bound for a job that was retried.
+
 Column ``timing`` names the source of each number of the row; ``total_s`` adds the stages it names, and is
 left empty where one of them is unknown. ``cell_dir`` is relative to the working directory (outside it: from
 the ``results`` folder on, else from the cells' common folder) — never an absolute path of the machine.
@@ -27,7 +30,9 @@ per-stage seconds (``stage_time_s``) as ``stage_<stage>_s``. The hardware is ``-
 ``hardware`` attribute of those files (or of their ``model_provenance``), else ``unknown``.
 
 Outputs (``--out-dir``): ``cost.{csv,md,tex,png,pdf}``; columns ``dataset, eps, model, method, seed,
-cell_dir, hardware, <rule>_s ..., total_s, max_rss_mb, stage_<stage>_s ..., timing`` (seconds).
+cell_dir, hardware, <rule>_s ..., total_s, max_rss_mb, stage_<stage>_s ..., timing`` (seconds). The tables
+and the figure state how many test samples each cell certified and of which data (``df.attrs["data_note"]``,
+from ``certify.h5`` / ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ def train_time(cell_dir: Path, bench: dict) -> StageTime:
         if math.isnan(history[1]):
             return StageTime(math.nan, "unknown: train/history.csv lacks epoch times")
         return StageTime(history[1], f"train/history.csv, {history[0]} epochs, set-up not counted")
-    return StageTime(bench["s"], _benchmark_source(bench, "last job only"))
+    return StageTime(bench["s"], _benchmark_source(bench, f"last job only, {NOT_SUMMED}"))
 
 
 def certify_time(bench: dict, cascade_s: float | None) -> StageTime:
@@ -134,7 +139,11 @@ def certify_time(bench: dict, cascade_s: float | None) -> StageTime:
     a resumed job, whose benchmark misses the earlier attempts — then the cascade's time over all of them."""
     if cascade_s is not None and cascade_s > 1.01 * bench["s"]:
         return StageTime(cascade_s, "certify.h5 per-sample times (resumed job: all attempts, set-up not counted)")
-    return StageTime(bench["s"], _benchmark_source(bench, "last attempt"))
+    return StageTime(bench["s"], _benchmark_source(bench, f"last attempt only, {NOT_SUMMED}"))
+
+
+#: said of every benchmark-timed number: Snakemake's file holds one job, so a retry's earlier attempts are lost
+NOT_SUMMED = "earlier attempts not summed"
 
 
 def _benchmark_source(bench: dict, what: str) -> str:
@@ -147,7 +156,7 @@ def stage_time(rule: str, cell_dir: Path, bench: dict, ident: dict) -> StageTime
         return train_time(cell_dir, bench)
     if rule == "certify":
         return certify_time(bench, ident.get("cascade_s"))
-    return StageTime(bench["s"], _benchmark_source(bench, "last attempt"))
+    return StageTime(bench["s"], _benchmark_source(bench, f"last attempt only, {NOT_SUMMED}"))
 
 
 def relative_dirs(dirs, cwd: Path | None = None) -> dict[Path, str]:
@@ -188,11 +197,16 @@ def identities(certify=(), metrics=()) -> dict[Path, dict]:
         per_sample = item.data.get("time_s")
         out[item.path.parent.resolve()] = {"cell": item.cell, "hardware": _hardware_of(item.attrs),
                                            "device": item.attrs.get("device"), "stage_s": stage_s,
-                                           "cascade_s": float(per_sample.sum()) if per_sample is not None else None}
+                                           "cascade_s": float(per_sample.sum()) if per_sample is not None else None,
+                                           "samples": (item.cell.dataset, item.attrs.get("split"), item.sample_index),
+                                           "samples_from": "certify.h5"}
     for row in C.read_metrics(metrics):
         entry = out.setdefault(row["path"].parent.resolve(), {"cell": row["cell"], "stage_s": {}, "device": None,
                                                               "hardware": None})
         entry["hardware"] = entry["hardware"] or _hardware_of(row["meta"])
+        if "samples" not in entry and row["meta"].get("n") is not None:
+            entry["samples"] = (row["cell"].dataset, row["meta"].get("split"), int(row["meta"]["n"]))
+            entry["samples_from"] = "metrics.json"
     return out
 
 
@@ -211,7 +225,22 @@ def cost_table(benchmarks, certify=(), metrics=(), hardware: str | None = None):
     df = pd.DataFrame([r for _, r in rows])
     first = ["dataset", "eps", "model", "method", "seed", "cell_dir", "hardware"]
     stages = [c for c in df.columns if c.startswith("stage_")]
-    return df[first + sorted(rule_columns(df), key=_rule_key) + ["total_s", "max_rss_mb"] + stages + ["timing"]]
+    df = df[first + sorted(rule_columns(df), key=_rule_key) + ["total_s", "max_rss_mb"] + stages + ["timing"]]
+    df.attrs["data_note"] = data_note([known.get(d, {}) for d in cells])
+    return df
+
+
+def data_note(idents: list[dict]) -> str:
+    """How many test samples the cells certified, and of which data (``gridtables.samples_note``), from the
+    cells' ``certify.h5`` (else ``metrics.json``); cells with neither are counted as unknown."""
+    from ctbench.analysis.gridtables import samples_note
+
+    known = [i for i in idents if i.get("samples") is not None]
+    sources = ", ".join(dict.fromkeys(i["samples_from"] for i in known)) or "certify.h5 / metrics.json"
+    note = samples_note([i["samples"] for i in known], unit="certified samples", source=sources) if known else \
+        "Samples: unknown (give --certify or --metrics of the cells)."
+    unknown = len(idents) - len(known)
+    return note + (f" {unknown} cell(s) without certify.h5/metrics.json: n unknown." if known and unknown else "")
 
 
 def _row(cell_dir: Path, shown: str, benches: dict[str, dict], ident: dict, hardware: str | None):
@@ -247,12 +276,14 @@ TIMING_NOTE = (
     "Where each number comes from (column `timing`): train — the training's own record of all its attempts "
     "(`train/attempts.csv`; a resumed, retried or restored run included), else the epoch times of "
     "`train/history.csv`; other stages — Snakemake's benchmark file, which holds a job's last attempt only: a "
-    "retried job's earlier attempts are not in it (for certify, a resumed job is recognised from `certify.h5` "
-    "and its cascade time over all attempts shown). `total_s` adds the stages of its row; it is empty where one "
-    "of them is unknown.")
+    "retried job's earlier attempts are not in it, and each such number says so in `timing` (\"last attempt "
+    "only, earlier attempts not summed\"; for certify, a resumed job is recognised from `certify.h5` and its "
+    "cascade time over all attempts shown). `total_s` adds the stages of its row (a lower bound where a "
+    "retried job counts its last attempt only); it is empty where one of them is unknown.")
 
 LATEX_NOTE = ("train: all attempts of the training (train/attempts.csv or history.csv); other stages: Snakemake "
-              "benchmark files, the last attempt of a retried job only (column timing of cost.csv)")
+              "benchmark files, the last attempt of a retried job only, earlier attempts not summed (per row: "
+              "column timing of cost.csv)")
 
 
 def to_latex(df) -> str:
@@ -272,7 +303,8 @@ def to_latex(df) -> str:
 
 
 def figure(df, stem: Path) -> list[Path]:
-    """Seconds per rule for each cell (log scale), one panel per setting."""
+    """Seconds per rule for each cell (log scale), one panel per setting; the sample count and data source
+    (``df.attrs["data_note"]``) below."""
     import numpy as np
 
     from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
@@ -292,7 +324,7 @@ def figure(df, stem: Path) -> list[Path]:
         ax.set_ylabel("wall time [s]")
         ax.set_title(setting_name(dataset, eps) if dataset else "unidentified cells")
     axes[0].legend()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, df.attrs.get("data_note", ""))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -316,7 +348,8 @@ def run(args: argparse.Namespace) -> int:
     if (df["dataset"] == "").any():
         notes.append("Cells without a given certify.h5/metrics.json are named by their directory (`cell_dir`).")
     written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes,
-                           title=f"Wall time per stage and cell [s] (Table 12; hardware: {hw})")
+                           title=f"Wall time per stage and cell [s] (Table 12; hardware: {hw})",
+                           data_note=df.attrs.get("data_note", ""))
     if not args.no_figure:
         written += figure(df, Path(args.out_dir) / STEM)
     for p in written:

@@ -91,10 +91,15 @@ def latex_table(rows: Sequence[Sequence[str]], header: Sequence[str], *, group_c
 
 
 def write_tables(out_dir: str | Path, stem: str, df, *, title: str, latex: str, display=None,
-                 notes: Iterable[str] = ()) -> list[Path]:
+                 notes: Iterable[str] = (), data_note: str = "") -> list[Path]:
     """``stem.csv`` (``df``, floats ``%.2f``), ``stem.md`` (``display`` or ``df``, title, notes below) and
-    ``stem.tex`` (``latex``) in ``out_dir``."""
+    ``stem.tex`` (``latex``) in ``out_dir``. ``data_note`` (:func:`samples_note`: sample count and data
+    source) is the first note of the Markdown and a trailing ``%`` comment of the LaTeX."""
     from ctbench.report import to_markdown
+
+    if data_note:
+        notes = [data_note, *notes]
+        latex = latex + "".join(f"% {line}\n" for line in data_note.splitlines())
 
     out = Path(out_dir)
     paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.tex"]
@@ -134,11 +139,61 @@ def method_color(label: str):
     return colormaps["tab10"](k % 10)
 
 
-def save_figure(fig, stem: str | Path) -> list[Path]:
-    """``stem.png`` and ``stem.pdf``, atomically (``ctbench.analysis.style.save``; closes the figure)."""
+def save_figure(fig, stem: str | Path, note: str = "") -> list[Path]:
+    """``stem.png`` and ``stem.pdf``, atomically (``ctbench.analysis.style.save``; closes the figure);
+    ``note`` (e.g. :func:`samples_note`) printed below the panels and kept in the files' metadata."""
     import logging
 
     from ctbench.analysis import style
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # Type 42 PDF font subsetting logs every glyph
-    return style.save(fig, stem)
+    return style.save(fig, stem, note=note or None)
+
+
+def _positions(indices: list) -> str:
+    """Which samples: ", the first n (sample_index 0–n−1)", ", sample_index a–b", or what is not known."""
+    if any(isinstance(i, int) for i in indices):
+        return ", sample positions not recorded"
+    keys = {(int(i.min()), int(i.max()), len(i)) if len(i) else (0, -1, 0) for i in indices}
+    if len(keys) > 1:
+        lo, hi = min(k[0] for k in keys), max(k[1] for k in keys)
+        return f", sample_index within {lo}–{hi} (differs between cells)"
+    (lo, hi, n), = keys
+    if hi - lo + 1 != n:
+        return f", {n:,} samples within sample_index {lo}–{hi}"
+    return f", the first {n:,} (sample_index 0–{hi})" if lo == 0 else f", sample_index {lo}–{hi}"
+
+
+def samples_note(entries, *, unit: str, source: str, per: str = "cell") -> str:
+    """What a grid table or figure rests on, in one line: per (dataset, split) the number of samples per
+    ``per`` (a range where they differ) and which samples, read from the inputs (never a config value), e.g.
+    "Samples (certify.h5): n = 1,000 certified samples per cell — MNIST test split, the first 1,000
+    (sample_index 0–999)."
+
+    ``entries``: one ``(dataset, split, index)`` per cell, ``index`` the (n,) ``sample_index`` array, or n
+    (an int) where the input records no positions (``metrics.json``); ``split`` None where not recorded."""
+    groups: dict[tuple[str, str], list] = {}
+    for dataset, split, index in entries:
+        index = int(index) if isinstance(index, int) or not hasattr(index, "__len__") else index
+        groups.setdefault((str(dataset), str(split or "")), []).append(index)
+    if not groups:
+        return f"Samples ({source}): none."
+    parts = []
+    for (dataset, split), indices in groups.items():
+        ns = [i if isinstance(i, int) else len(i) for i in indices]
+        n = f"{min(ns):,}" if min(ns) == max(ns) else f"{min(ns):,}–{max(ns):,}"
+        data = f"{DATASET_NAMES.get(dataset, dataset)} {split} split" if split else \
+            f"{DATASET_NAMES.get(dataset, dataset)}, split not recorded"
+        parts.append(f"n = {n} {unit} per {per} — {data}{_positions(indices)}")
+    return f"Samples ({source}): " + "; ".join(parts) + "."
+
+
+def metrics_note(rows) -> str:
+    """:func:`samples_note` of ``cells.read_metrics`` rows: n per cell as each ``metrics.json`` records it
+    (nat, cert and adv are of the same samples; the file records no sample positions)."""
+    entries = [(r["cell"].dataset, r["meta"].get("split"), int(r["meta"]["n"])) for r in rows
+               if r["meta"].get("n") is not None]
+    note = samples_note(entries, unit="evaluated samples", source="metrics.json")
+    unknown = len(rows) - len(entries)
+    return note + " Nat, cert and adv are of the same samples." + (
+        f" {unknown} metrics.json file(s) record no n." if unknown else "")

@@ -22,7 +22,8 @@ listed without a paper value.
 
 Outputs (``--out-dir``): ``seeds.{csv,md,tex,png,pdf}``; CSV columns ``dataset, eps, model, method, n_seeds,
 seeds`` then per metric m ∈ nat, cert, adv: ``m_mean, m_std, m_paper, m_paper_std, m_source, m_sigma, m_z,
-m_flag``, and ``flagged`` (any metric).
+m_flag``, and ``flagged`` (any metric). The tables and the figure state the sample count and data source
+(``gridtables.metrics_note``: n per cell as each ``metrics.json`` records it).
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ def to_latex(df, literature: dict) -> str:
                        r"$^{*}$: more than 3 sigma from the CTBench paper, sigma = max(ours, paper, min-std)")
 
 
-def figure(df, stem: Path) -> list[Path]:
-    """z = (ours − paper)/σ per method and metric, one panel per setting; dashed lines at ±3."""
+def figure(df, stem: Path, note: str = "") -> list[Path]:
+    """z = (ours − paper)/σ per method and metric, one panel per setting; dashed lines at ±3; ``note``
+    (sample count and data source) below."""
     import numpy as np
 
     from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
@@ -171,7 +173,7 @@ def figure(df, stem: Path) -> list[Path]:
         ax.set_ylabel("(ours − paper) / σ")
         ax.set_title(setting_name(dataset, eps))
     axes[0].legend()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,19 +187,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import metrics_note, write_tables
 
     if not args.min_std > 0:
         raise CTBenchError(f"--min-std must be > 0, got {args.min_std}")
     literature = C.load_literature(args.literature)
-    df = seed_table(C.read_metrics(args.metrics), literature, paper_model=args.paper_model, min_std=args.min_std)
+    rows = C.read_metrics(args.metrics)
+    note = metrics_note(rows) + " Paper values: as published (config/literature.yaml)."
+    df = seed_table(rows, literature, paper_model=args.paper_model, min_std=args.min_std)
     flagged = df[df["flagged"]]
     notes = [f"Flagged (⚠): |ours − paper| > 3σ, σ = max(our sample std, the paper's std, {args.min_std}); "
              f"{len(flagged)} of {len(df)} cells flagged."]
     written = write_tables(args.out_dir, STEM, df, display=display(df), latex=to_latex(df, literature), notes=notes,
-                           title="Mean ± std over seeds beside the CTBench paper (Tables 13-17), percent")
+                           title="Mean ± std over seeds beside the CTBench paper (Tables 13-17), percent",
+                           data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM)
+        written += figure(df, Path(args.out_dir) / STEM, note)
     for p in written:
         print(f"wrote {p}")
     for r in flagged.to_dict("records"):

@@ -14,7 +14,8 @@ Three comparisons, each over the models that differ in one coordinate only:
 
 Outputs (``--out-dir``): ``shared_mistakes.{csv,md,tex,png,pdf}`` (histograms; CSV: one row per group
 with ``obs_0..obs_K``, ``exp_0..exp_K``) and ``shared_mistakes_uncertified.{csv,md,tex}`` (Table 21:
-samples certified by no model of a group, observed vs expected, and per model).
+samples certified by no model of a group, observed vs expected, and per model). Each table and the figure
+state their sample count and data source (:func:`data_note`: per model file, from ``certify.h5``).
 """
 
 from __future__ import annotations
@@ -174,9 +175,23 @@ def histogram_latex(display, kmax: int, comment: str, header_names: Sequence[str
     return latex_table(rows, header, group_cols=3, align="llll" + "r" * (kmax + 1), comment=comment, pre_header=pre)
 
 
-def histogram_figure(df, stem: Path, title_of=None, limit: int = 12) -> list[Path]:
+def data_note(items: Sequence[C.Certificates], hist, source: str = "certify.h5", per: str = "model") -> str:
+    """The sample count and data source of the histograms ``hist`` of ``items``: each file's certified
+    samples (``gridtables.samples_note``) and how many samples each histogram counts (those common to its
+    files: fewer than a file's with ``--intersect``)."""
+    from ctbench.analysis.gridtables import samples_note
+
+    note = samples_note([(it.cell.dataset, it.attrs.get("split"), it.sample_index) for it in items],
+                        unit="certified samples", source=source, per=per)
+    counted = hist[[c for c in hist.columns if c.startswith("obs_")]].sum(axis=1)
+    lo, hi = int(counted.min()), int(counted.max())
+    return note + f" Each histogram counts n = {lo:,}{'' if lo == hi else f'–{hi:,}'} samples (common to its files)."
+
+
+def histogram_figure(df, stem: Path, title_of=None, limit: int = 12, note: str = "") -> list[Path]:
     """Observed vs expected bars per group (log scale), at most ``limit`` panels: the method comparison
-    (Tables 2, 20) of the first seed of each (setting, model) when there is one, else the first groups."""
+    (Tables 2, 20) of the first seed of each (setting, model) when there is one, else the first groups;
+    ``note`` (:func:`data_note`) below the panels."""
     from ctbench.analysis.gridtables import panels, save_figure, setting_name
 
     methods = df[df["comparison"] == "methods"]
@@ -197,7 +212,7 @@ def histogram_figure(df, stem: Path, title_of=None, limit: int = 12) -> list[Pat
         ax.set_title(title_of(r) if title_of else f"{setting_name(r['dataset'], r['eps'])}: " + ", ".join(
             f"{k} {r[k]}" for k in ("model", "method", "seed") if r[k] != "*"))
     axes[0].legend(loc="upper center")
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,18 +243,19 @@ def run(args: argparse.Namespace) -> int:
     kmax = int(hist["k"].max())
     display = display_histograms(hist, kmax)
     comment = "CTBench Tables 2/20 layout (ctbench analyze shared_mistakes): samples certified by j models"
+    note = data_note(items, hist)
     written = write_tables(args.out_dir, STEM, hist, title="Shared mistakes: # models certifying each sample "
                            "(obs. vs exp. if independent; Tables 2, 20, 21)", display=display,
-                           latex=histogram_latex(display, kmax, comment))
-    written += write_uncertified(unc, args.out_dir)
+                           latex=histogram_latex(display, kmax, comment), data_note=note)
+    written += write_uncertified(unc, args.out_dir, note)
     if not args.no_figure:
-        written += histogram_figure(hist, Path(args.out_dir) / STEM)
+        written += histogram_figure(hist, Path(args.out_dir) / STEM, note=note)
     for p in written:
         print(f"wrote {p}")
     return 0
 
 
-def write_uncertified(unc, out_dir) -> list[Path]:
+def write_uncertified(unc, out_dir, note: str = "") -> list[Path]:
     from ctbench.analysis.gridtables import fmt, latex_table, latex_text, setting_name, write_tables
 
     disp = unc.assign(setting=[setting_name(d, e) for d, e in zip(unc.dataset, unc.eps, strict=True)])
@@ -250,4 +266,4 @@ def write_uncertified(unc, out_dir) -> list[Path]:
                         group_cols=2, text_cols=3,
                         comment="CTBench Table 21 layout: samples certified by none of the models")
     return write_tables(out_dir, f"{STEM}_uncertified", unc, display=disp, latex=latex,
-                        title="Samples certified by none of the models (Table 21)")
+                        title="Samples certified by none of the models (Table 21)", data_note=note)

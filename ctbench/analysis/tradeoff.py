@@ -13,7 +13,9 @@ beside cells of ``--paper-model`` (cnn7) only. They come from ``config/literatur
 (``[nat_literature, nat_ctbench, cert_literature, cert_ctbench, adv_ctbench]``).
 
 Outputs (``--out-dir``): ``tradeoff.{csv,md,tex,png,pdf}``; columns ``dataset, eps, model, method, source
-(literature | ctbench paper | ours), nat, cert, nat_std, cert_std, n_seeds`` (percent).
+(literature | ctbench paper | ours), nat, cert, nat_std, cert_std, n_seeds`` (percent). The tables and the
+figure state the sample count and data source of ours (``gridtables.metrics_note``: n per cell as each
+``metrics.json`` records it); the literature's and the paper's values are as published.
 """
 
 from __future__ import annotations
@@ -88,11 +90,11 @@ def to_latex(df) -> str:
                        comment="CTBench Fig. 1/8 data (ctbench analyze tradeoff)")
 
 
-def figure(df, stem: Path) -> list[Path]:
-    """``stem.png`` and ``stem.pdf`` of :func:`draw`."""
+def figure(df, stem: Path, note: str = "") -> list[Path]:
+    """``stem.png`` and ``stem.pdf`` of :func:`draw`; ``note`` (sample count and data source) below."""
     from ctbench.analysis.gridtables import save_figure
 
-    return save_figure(draw(df), stem)
+    return save_figure(draw(df), stem, note)
 
 
 def draw(df):
@@ -264,15 +266,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import metrics_note, write_tables
 
     literature = C.load_literature(args.literature)
-    df = tradeoff_table(C.read_metrics(args.metrics), literature, C.method_filter(args.methods), args.paper_model)
+    keep = C.method_filter(args.methods)
+    rows = C.read_metrics(args.metrics)
+    note = (metrics_note([r for r in rows if keep(r["cell"].label)]) + " Literature and CTBench-paper points: "
+            "as published (config/literature.yaml).")
+    df = tradeoff_table(rows, literature, keep, args.paper_model)
     written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=[FIGURE_NOTE],
                            title="Natural vs certified accuracy: ours beside the literature and the CTBench paper "
-                                 "(Fig. 1, 8), percent")
+                                 "(Fig. 1, 8), percent", data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM)
+        written += figure(df, Path(args.out_dir) / STEM, note)
     for p in written:
         print(f"wrote {p}")
     return 0

@@ -14,7 +14,8 @@ alarm is printed as ``SOUNDNESS ALARM`` on stderr, in the Markdown, and in the `
 Outputs (``--out-dir``): ``verifier_agreement.{csv,md,tex,png,pdf}`` (histograms per cell) and
 ``verifier_agreement_pairs.{csv,md,tex}`` (columns ``dataset, eps, model, method, seed, verifier_a,
 verifier_b, n, cert_a, cert_b, cert_union, both, only_a, only_b, neither, a_cert_b_falsified,
-b_cert_a_falsified, alarm``; accuracies in percent).
+b_cert_a_falsified, alarm``; accuracies in percent). Both tables and the figure state their sample count
+and data source (``shared_mistakes.data_note``: per verifier file, and per histogram).
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctbench.analysis.gridtables import fmt, latex_table, latex_text, setting_name, write_tables
 
-    hist, pairs = verifier_agreement(C.read_all(args.verifiers, "verifier"), intersect=args.intersect)
+    items = C.read_all(args.verifiers, "verifier")
+    hist, pairs = verifier_agreement(items, intersect=args.intersect)
+    note = SM.data_note(items, hist, source="verifiers/<V>.h5", per="verifier file")
     alarms = alarm_lines(pairs)
     kmax = int(hist["k"].max())
     display = SM.display_histograms(hist, kmax)
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     latex = SM.histogram_latex(display, kmax, "CTBench Table 19 layout (ctbench analyze verifier_agreement)", names)
     written = write_tables(args.out_dir, STEM, hist, display=display, latex=latex,
                            title="Verifier agreement: # verifiers certifying each sample (Table 19)",
-                           notes=[f"**{line}**" for line in alarms])
+                           notes=[f"**{line}**" for line in alarms], data_note=note)
     disp = pairs.assign(setting=[setting_name(d, e) for d, e in zip(pairs.dataset, pairs.eps, strict=True)])
     disp = disp[["setting", "model", "method", "seed", "verifier_a", "verifier_b", "n", "cert_a", "cert_b",
                  "cert_union", "both", "only_a", "only_b", "neither", "a_cert_b_falsified", "b_cert_a_falsified",
@@ -156,10 +159,11 @@ def run(args: argparse.Namespace) -> int:
     latex = latex_table(rows, [latex_text(h) for h in header], group_cols=2, text_cols=3,
                         comment="verifier pairs: agreement counts; last column = soundness alarms (must be 0 / 0)")
     written += write_tables(args.out_dir, f"{STEM}_pairs", pairs, display=disp, latex=latex,
-                            title="Verifier pairs: agreement and soundness alarms", notes=[f"**{a}**" for a in alarms])
+                            title="Verifier pairs: agreement and soundness alarms", notes=[f"**{a}**" for a in alarms],
+                            data_note=note)
     if not args.no_figure:
         written += SM.histogram_figure(hist, Path(args.out_dir) / STEM, title_of=lambda r: (
-            f"{setting_name(r['dataset'], r['eps'])} {r['method']}: {r['members']}"))
+            f"{setting_name(r['dataset'], r['eps'])} {r['method']}: {r['members']}"), note=note)
     for p in written:
         print(f"wrote {p}")
     for line in alarms:
