@@ -63,7 +63,8 @@ def planned_jobs(work: Path, *args: str) -> list[tuple[str, str]]:
 def test_full_grid_dry_run(tmp_path):
     """Table 1 of the paper: 5 settings × 9 methods × 3 seeds = 135 cells, each cell_config → train → select →
     certify → attack → summarize; the whole grid adds Table 18's CNN5 cells (3), Table 3's L1 sweep
-    (4 settings × 4 values) and the analyses. (Planning time: benchmarks/README.md, not asserted here.)"""
+    (4 settings × 4 values), Fig. 7's sweeps (15 cells) and the analyses. (Planning time: benchmarks/README.md,
+    not asserted here.)"""
     work = make_workdir(tmp_path)
     counts = dry_run_jobs(work, "results/table1.csv")
     cells = 135
@@ -72,10 +73,10 @@ def test_full_grid_dry_run(tmp_path):
     t0 = time.perf_counter()
     counts = dry_run_jobs(work)
     elapsed = time.perf_counter() - t0
-    cells = 135 + 3 + 16
+    cells = 135 + 3 + 16 + 15  # + Fig. 7's regularization sweeps on CIFAR-10 2/255
     assert counts == {"prepare_data": 3, "cell_config": cells, "train": cells, "select": cells, "certify": cells,
                       "attack": cells, "summarize": cells, "manifest": 3, "report": 1, "ablations": 1,
-                      "analyze_model": 4 * 135, "model_figure": 4, "analyze_grid": 5}, counts
+                      "analyze_model": 4 * 135, "model_figure": 4, "analyze_grid": 9}, counts
     print(f"dry run of the whole grid: {sum(counts.values())} jobs in {elapsed:.1f} s")
 
 
@@ -142,7 +143,8 @@ def tiny_run(tmp_path_factory):
 
 CELL = "results/mnist_mini/0.1/cnn_small/{run}/seed{seed}"
 MODEL_ANALYSES = ("fragmentation", "utilization", "tightness", "corruption")
-GRID_ANALYSES = ("shared_mistakes", "complete_gain", "cost", "seeds", "tradeoff", "verifier_agreement")
+GRID_ANALYSES = ("shared_mistakes", "complete_gain", "cost", "seeds", "tradeoff", "regularization_tradeoff",
+                 "error_reduction", "unstable_neurons", "cost_ratio", "verifier_agreement")
 
 
 def _analysis_jobs(*cells) -> set[tuple[str, str]]:
@@ -215,7 +217,8 @@ def test_analyses_of_the_tiny_run(tiny_run, tmp_path):
     cfg["analysis"]["n"] = 50
     (work / "config/n50.yaml").write_text(yaml.safe_dump(cfg))
     counts = dry_run_jobs(work, "--configfile", "config/n50.yaml")
-    assert counts == {"analyze_model": 16, "model_figure": 4}, counts
+    # ... and the one cross-cell analysis made from per-model tables: Table 5 (unstable_neurons, fragmentation)
+    assert counts == {"analyze_model": 16, "model_figure": 4, "analyze_grid": 1}, counts
 
 
 def test_html_report_bundles_tables_and_every_figure(tiny_run, tmp_path):
@@ -227,7 +230,9 @@ def test_html_report_bundles_tables_and_every_figure(tiny_run, tmp_path):
     for name in ("table1.csv", "seeds.csv", "ablations.csv", *(f"{a}.png" for a in MODEL_ANALYSES),
                  *(f"{a}.png" for a in GRID_ANALYSES), *(f"{a}.csv" for a in GRID_ANALYSES)):
         assert name in html, name
-    for caption in ("Loss fragmentation", "Propagation tightness", "Shared mistakes", "Paper Table 1"):
+    for caption in ("Loss fragmentation", "Propagation tightness", "Shared mistakes", "Paper Table 1",
+                    "Reduction in certified error", "Unstable neurons (paper Table 5)",
+                    "Training cost relative to standard training"):
         assert caption in html, caption
 
 
@@ -492,12 +497,13 @@ def test_slurm_profile_on_a_real_cluster(tiny_run, tmp_path):
 
 
 def test_demo_config_plans_the_whole_pipeline(tmp_path):
-    """config/demo.yaml (the README's demo) validates and plans every stage and analysis for its 6 methods."""
+    """config/demo.yaml (the README's demo) validates and plans every stage and analysis for its 6 methods and
+    the 2 cells of its SABR λ sweep (Fig. 7's analysis, with the ablations table)."""
     work = make_workdir(tmp_path)
     counts = dry_run_jobs(work, "--configfile", "config/demo.yaml")
-    assert counts == {"prepare_data": 1, "cell_config": 6, "train": 6, "select": 6, "certify": 6, "attack": 6,
-                      "summarize": 6, "manifest": 2, "report": 1, "analyze_model": 6 * 4, "model_figure": 4,
-                      "analyze_grid": 5}, counts
+    assert counts == {"prepare_data": 1, "cell_config": 8, "train": 8, "select": 8, "certify": 8, "attack": 8,
+                      "summarize": 8, "manifest": 3, "report": 1, "ablations": 1, "analyze_model": 6 * 4,
+                      "model_figure": 4, "analyze_grid": 9}, counts
 
 
 @pytest.mark.slow

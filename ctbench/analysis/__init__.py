@@ -8,7 +8,9 @@ Two kinds, by what they read:
 * ``grid`` — the per-sample vectors and summaries of many cells (``certify.h5``, ``attack.h5``,
   ``metrics.json``, the rules' ``benchmarks/*.tsv``): shared mistakes (Tables 2, 20, 21), verifier
   agreement (Table 19), incomplete vs complete (Table 22), cost (Table 12), seeds (Tables 13-17),
-  the robustness-accuracy trade-off (Fig. 1, 8). Outputs go to ``results/analysis/``.
+  the robustness-accuracy trade-off (Fig. 1, 8), the reduction in certified error (Fig. 1), unstable
+  neurons per method from the per-model fragmentation tables (Table 5), measured training cost relative to
+  standard training from ``train/history.csv`` (Table 11). Outputs go to ``results/analysis/``.
 
 The registry maps a name to ``(module, kind, one-line summary)``; the module is imported only when the
 analysis runs, so ``ctbench analyze --help`` stays fast. Every module exposes::
@@ -59,6 +61,15 @@ ANALYSES: dict[str, Entry] = {
                    "mean and std over seeds beside the paper, outliers flagged (Tables 13-17)"),
     "tradeoff": Entry("ctbench.analysis.tradeoff", "grid",
                       "natural vs certified accuracy, ours beside the literature (Fig. 1, 8)"),
+    "error_reduction": Entry("ctbench.analysis.error_reduction", "grid",
+                             "reduction in certified error against the literature, ours beside the paper's (Fig. 1)"),
+    "unstable_neurons": Entry("ctbench.analysis.unstable_neurons", "grid",
+                              "unstable ReLUs per method: sampled lower vs IBP upper estimate (Table 5)"),
+    "cost_ratio": Entry("ctbench.analysis.cost_ratio", "grid",
+                        "measured training cost per method relative to standard training (Table 11)"),
+    "regularization_tradeoff": Entry("ctbench.analysis.regularization_tradeoff", "grid",
+                                     "natural vs certified accuracy as a sweep varies a regularization strength: "
+                                     "SABR/STAPS λ, TAPS gradient scale, MTL-IBP α (Fig. 7)"),
 }
 
 MODEL_ANALYSES = tuple(name for name, e in ANALYSES.items() if e.kind == "model")

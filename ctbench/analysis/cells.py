@@ -32,6 +32,9 @@ MAKERS = {
     "metrics": ("metrics.json", "rule `summarize` (`ctbench summarize`)"),
     "verifier": ("verifiers/<V>.h5", "rule `certify_verifier` (`ctbench certify --stages <V>` on all samples)"),
     "literature": ("config/literature.yaml", "the repository (config/literature.yaml)"),
+    "cell": ("cell.json", "rule `cell_config` (the cell's resolved training configuration)"),
+    "history": ("train/history.csv", "rule `train` (`ctbench train`)"),
+    "fragmentation": ("analysis/fragmentation.parquet", "rule `analyze_model` (`ctbench analyze fragmentation`)"),
 }
 #: the paper's order of methods and datasets (Table 1), for sorting rows.
 METHOD_ORDER = ("standard", "pgd", "edac", "ibp", "crown_ibp", "sabr", "taps", "staps", "mtl_ibp")

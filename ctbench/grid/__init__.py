@@ -40,7 +40,9 @@ DEFAULT_ATTACK = {"steps": 200, "restarts": 5, "autoattack_methods": ["standard"
 #: Per-model analyses (run on Table 1's cells) and cross-cell analyses (ctbench.analysis).
 MODEL_ANALYSES = _analysis.MODEL_ANALYSES
 GRID_ANALYSES = tuple(a for a in _analysis.GRID_ANALYSES if a != "verifier_agreement")  # that one: verifiers
-DEFAULT_ANALYSIS = {"model": list(MODEL_ANALYSES), "grid": list(GRID_ANALYSES), "n": 1000, "seed": 0,
+#: ``n``: test samples per per-model analysis, None = the whole split (as the original); a config that sets
+#: ``analysis.n`` keeps its fingerprints (the settings hashed are the same).
+DEFAULT_ANALYSIS = {"model": list(MODEL_ANALYSES), "grid": list(GRID_ANALYSES), "n": None, "seed": 0,
                     "corruption": {"source": "generated", "root": None}, "verifiers": {"stages": []}}
 #: Per-model analyses evaluated at every ε of the model's dataset in the grid (paper Fig. 3: MNIST models at
 #: both 0.1 and 0.3); the others at the cell's own ε.
@@ -241,6 +243,18 @@ class Grid:
         """Cells that are not Table 1's: extra cells (other models) and variants (Tables 3, 18, Fig. 7)."""
         table1 = set(self.table1_cells())
         return [c for c in self.cells if c not in table1]
+
+    def sweeps(self) -> dict[str, str]:
+        """Sweep name → the hyperparameter it varies (``config/README.md``, key ``sweeps``)."""
+        return {name: s["key"] for name, s in (self.config.get("sweeps") or {}).items()}
+
+    def sweep_cells(self) -> list[Cell]:
+        """The cells of the sweeps (Table 3, Fig. 7) and, after them, their base cells: same setting, model,
+        method and seed, no variant (analysis ``regularization_tradeoff``). Empty without sweeps."""
+        named = variants(self.config)
+        swept = [c for c in self.cells if c.variant and "sweep" in named[c.variant]]
+        bases = [self._index.get((c.dataset, c.eps, c.model, c.method, c.seed)) for c in swept]
+        return list(dict.fromkeys([*swept, *(b for b in bases if b is not None)]))
 
     def manifest(self, cells: list[Cell] | None = None) -> dict:
         """Cells (default: all) with their directory and fingerprints: ``results/manifest/*.json``, read by

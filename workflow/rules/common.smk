@@ -293,7 +293,11 @@ ANALYSIS = GRID.analysis()
 MODEL_ANALYSES = list(ANALYSIS["model"])
 VERIFIER_CELLS = GRID.verifier_cells()
 VERIFIERS = list(ANALYSIS["verifiers"]["stages"]) if VERIFIER_CELLS else []
-GRID_ANALYSES = list(ANALYSIS["grid"]) + (["verifier_agreement"] if VERIFIERS else [])
+# the sweeps' cells and their base cells (regularization_tradeoff, Fig. 7); none: that analysis does not run
+SWEEP_CELLS = GRID.sweep_cells()
+GRID_ANALYSES = [
+    a for a in ANALYSIS["grid"] if a != "regularization_tradeoff" or SWEEP_CELLS
+] + (["verifier_agreement"] if VERIFIERS else [])
 BASE_CELLS = [
     c for c in CELLS if not c.variant
 ]  # Table 1's and the extra architectures' (Table 21)
@@ -321,6 +325,19 @@ def model_analysis_tables_of(analysis):
 
 def model_analysis_tables(wildcards):
     return model_analysis_tables_of(wildcards.analysis)
+
+
+def model_figure_metrics(wildcards):
+    """The cells' metrics.json for the tightness figure (Fig. 5: the cascade's certified accuracy)."""
+    if wildcards.analysis != "tightness":
+        return []
+    return cell_files(TABLE1_CELLS, "metrics.json")
+
+
+def model_figure_args(wildcards, input):
+    if not input.metrics:
+        return ""
+    return " ".join(["--metrics", *map(shlex.quote, input.metrics)])
 
 
 def verifier_args(wildcards):
@@ -362,10 +379,26 @@ def grid_analysis_inputs(wildcards):
             ],
             "certify": cell_files(CELLS, "certify.h5"),
         }
-    if name in ("seeds", "tradeoff"):
+    if name == "regularization_tradeoff":
+        return {
+            "metrics": cell_files(SWEEP_CELLS, "metrics.json"),
+            "cells": cell_files(SWEEP_CELLS, "cell.json"),
+        }
+    if name in ("seeds", "tradeoff", "error_reduction"):
         return {
             "metrics": cell_files(TABLE1_CELLS, "metrics.json"),
             "literature": config["literature"],
+        }
+    if name == "unstable_neurons":  # Table 5, from the per-model fragmentation tables
+        return {
+            "tables": model_analysis_tables_of("fragmentation"),
+            "literature": config["literature"],
+        }
+    if name == "cost_ratio":
+        # Table 11, measured: the epoch times of the training histories
+        return {
+            "cells": cell_files(TABLE1_CELLS, "cell.json"),
+            "histories": cell_files(TABLE1_CELLS, "train/history.csv"),
         }
     if name == "verifier_agreement":
         return {
@@ -378,11 +411,22 @@ def grid_analysis_inputs(wildcards):
 
 def grid_analysis_args(wildcards, input):
     args = []
-    for key in ("certify", "attack", "benchmarks", "metrics", "verifiers"):
+    for key in (
+        "certify",
+        "attack",
+        "benchmarks",
+        "metrics",
+        "cells",
+        "histories",
+        "tables",
+        "verifiers",
+    ):
         if key in input.keys():
             args += [f"--{key}", *map(shlex.quote, input[key])]
     if "literature" in input.keys():
         args += ["--literature", shlex.quote(input.literature)]
+    if wildcards.grid_analysis == "regularization_tradeoff":
+        args += [f"--sweep {shlex.quote(f'{n}={k}')}" for n, k in GRID.sweeps().items()]
     if wildcards.grid_analysis == "verifier_agreement":
         args.append(
             "--fail-on-alarm"
