@@ -1,14 +1,14 @@
 """Hyperparameter configuration: load + validate ``config/hparams.yaml``, resolve one training cell.
 
 ``config/hparams.yaml`` holds the paper's Tables 6-10, the App. C.3 schedules and App. C.4 attack
-strengths as data; ``workflow/schemas/hparams.schema.yaml`` is its JSON Schema (also used by
-Snakemake's ``validate``). :func:`resolve` turns (setting, method, overrides) into one flat dict, the
+strengths as data; ``ctbench/schemas/hparams.schema.yaml`` (shipped inside the package) is its JSON
+Schema. :func:`resolve` turns (setting, method, overrides) into one flat dict, the
 *resolved config*, written next to every training output and into ``model.pt``::
 
     defaults <- setting schedule <- method_defaults[method] <- setting.methods[method] <- overrides
 
 ε values are strings: ``"0.1"``, ``"2/255"``; the path token of ``2/255`` is ``"2_255"``
-(:func:`eps_token`); :func:`parse_eps` accepts all three forms.
+(:func:`eps_token`); :func:`parse_eps` accepts all three forms (both from :mod:`ctbench.core`).
 
 Example::
 
@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import logging
-import math
 import os
 import re
 import sysconfig
@@ -32,12 +29,26 @@ from typing import Any
 
 import yaml
 
+from ctbench.core import (  # noqa: F401 - EPS_FORMS, eps_token, same_eps, setting_key: re-exported
+    EPS_FORMS,
+    SCHEMAS,
+    SETTING_DATASET,
+    canonical_json,
+    eps_token,
+    json_sha256,
+    parse_eps,
+    read_yaml,
+    same_eps,
+    setting_key,
+    sub_schema,
+    validate,
+)
 from ctbench.errors import CTBenchError
 
 logger = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parents[1]
-#: Where a wheel (``pip install .``, not editable) puts the two files: pyproject's ``data-files``.
+#: Where a wheel (``pip install .``, not editable) puts ``hparams.yaml``: pyproject's ``data-files``.
 _INSTALLED = Path(sysconfig.get_path("data")) / "share" / "ctbench"
 
 
@@ -46,69 +57,10 @@ def _default(checkout: Path, installed: Path) -> Path:
     return checkout if checkout.exists() or not installed.exists() else installed
 
 
-#: Default locations: the source checkout, else the copies a wheel installs; pass explicit paths otherwise.
+#: Default locations: the source checkout, else the copy a wheel installs; pass explicit paths otherwise.
 DEFAULT_HPARAMS = _default(_REPO / "config" / "hparams.yaml", _INSTALLED / "config" / "hparams.yaml")
-DEFAULT_SCHEMA = _default(
-    _REPO / "workflow" / "schemas" / "hparams.schema.yaml", _INSTALLED / "schemas" / "hparams.schema.yaml"
-)
-
-#: Datasets that use another dataset's setting (the embedded MNIST subset uses the MNIST settings).
-SETTING_DATASET = {"mnist_mini": "mnist"}
-
-_EPS_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_EPS_RE = re.compile(rf"^\s*({_EPS_NUMBER})\s*(?:[/_]\s*({_EPS_NUMBER}))?\s*$")
-_EPS_NONFINITE_RE = re.compile(r"^\s*[+-]?(?:nan|inf|infinity)\s*$", re.IGNORECASE)
-#: The accepted forms, for error messages.
-EPS_FORMS = "a number like 0.1, a fraction like 2/255 or its path token 2_255"
-
-
-# --------------------------------------------------------------------------------------------------
-# eps parsing
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_eps(value: str | float | int) -> float:
-    """``"0.1"`` → 0.1, ``"2/255"`` or the path token ``"2_255"`` → 2/255, numbers pass through.
-
-    The one ε check of every command: raises :class:`CTBenchError` with "cannot parse eps ..." for a
-    malformed value and "eps must lie in [0, 1] (pixel space), got ..." for one outside [0, 1] (negative,
-    above 1, nan, inf).
-    """
-    if isinstance(value, bool):
-        raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}")
-    if not isinstance(value, str):  # a number (also NumPy's)
-        try:
-            eps = float(value)
-        except (TypeError, ValueError):
-            raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}") from None
-    else:
-        m = _EPS_RE.match(value)
-        if m:
-            num, den = float(m.group(1)), m.group(2)
-            if den is not None and float(den) == 0:
-                raise CTBenchError(f"cannot parse eps {value!r}: zero denominator; use {EPS_FORMS}")
-            eps = num / float(den) if den is not None else num
-        elif _EPS_NONFINITE_RE.match(value):
-            eps = float(value)
-        else:
-            raise CTBenchError(f"cannot parse eps {value!r}: use {EPS_FORMS}")
-    if not (math.isfinite(eps) and 0 <= eps <= 1):
-        shown = value.strip() if isinstance(value, str) else value
-        raise CTBenchError(f"eps must lie in [0, 1] (pixel space), got {shown}")
-    return eps
-
-
-def eps_token(value: str | float) -> str:
-    """Path-safe token of an eps: ``"2/255"`` → ``"2_255"``, ``"0.1"`` → ``"0.1"``, 0.3 → ``"0.3"``."""
-    parse_eps(value)  # validate
-    if isinstance(value, int | float):
-        return repr(float(value))
-    return str(value).strip().replace("/", "_").replace(" ", "")
-
-
-def same_eps(a: str | float, b: str | float) -> bool:
-    return math.isclose(parse_eps(a), parse_eps(b), rel_tol=1e-9, abs_tol=1e-12)
-
+#: The schema ships inside the package (``ctbench/schemas``), editable install or wheel alike.
+DEFAULT_SCHEMA = SCHEMAS / "hparams.schema.yaml"
 
 # --------------------------------------------------------------------------------------------------
 # loading and validation
@@ -117,13 +69,7 @@ def same_eps(a: str | float, b: str | float) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _load_yaml_cached(path: str, mtime: float) -> Any:
-    try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except OSError as e:
-        raise CTBenchError(f"cannot read {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise CTBenchError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return read_yaml(path)
 
 
 def _load_yaml(path: str | os.PathLike) -> Any:
@@ -131,29 +77,6 @@ def _load_yaml(path: str | os.PathLike) -> Any:
     if not p.is_file():
         raise CTBenchError(f"file not found: {p}")
     return copy.deepcopy(_load_yaml_cached(str(p.resolve()), p.stat().st_mtime))
-
-
-def _key_path(error) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "<root>"
-
-
-def validate(data: Any, schema: dict, what: str = "hparams") -> None:
-    """Validate ``data`` against a JSON Schema; the first violation becomes a one-line CTBenchError
-    naming the key path, e.g.
-    ``hparams: settings.mnist_0.1.methods.pgd.l1: -1 is less than the minimum of 0``."""
-    import jsonschema
-
-    validator_cls = jsonschema.validators.validator_for(schema)
-    validator = validator_cls(schema)
-    errors = sorted(
-        validator.iter_errors(data), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.path)))
-    )
-    if errors:
-        # The most specific error (deepest path) is the most useful one for oneOf / $ref chains.
-        err = max(errors, key=lambda e: len(list(e.absolute_path)))
-        best = jsonschema.exceptions.best_match([err]) or err
-        raise CTBenchError(f"{what}: {_key_path(best)}: {best.message}")
 
 
 def load_schema(path: str | os.PathLike | None = None) -> dict:
@@ -188,11 +111,6 @@ def _check_consistency(data: dict, what: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # resolution
 # --------------------------------------------------------------------------------------------------
-
-
-def setting_key(dataset: str, eps: str | float) -> str:
-    """``("cifar10", "2/255")`` → ``"cifar10_2_255"``; ``mnist_mini`` uses the MNIST settings."""
-    return f"{SETTING_DATASET.get(dataset, dataset)}_{eps_token(eps)}"
 
 
 def find_setting(hparams: dict, dataset: str, eps: str | float) -> str:
@@ -276,7 +194,7 @@ def resolve(
     if cfg.get("train_eps") is None:
         cfg["train_eps"] = s["eps"]
     scale_schedule(cfg)
-    validate({k: v for k, v in cfg.items() if v is not None}, _sub_schema(schema, "hparams"), what="config")
+    validate({k: v for k, v in cfg.items() if v is not None}, sub_schema(schema, "hparams"), what="config")
     if cfg["swa_start"] is not None and cfg["model_selection"] != "last":
         raise CTBenchError(
             "config: swa_start requires model_selection=last (the SWA model is the final model)"
@@ -360,15 +278,10 @@ def check_schedule(cfg: dict, method: str, test_eps) -> list[str]:
     return warnings
 
 
-def _sub_schema(schema: dict, name: str) -> dict:
-    return {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
-
-
 def config_hash(resolved: dict) -> str:
     """SHA-256 (hex) of the canonical JSON of a resolved config: equal configs ⇔ equal hashes."""
-    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(resolved)
 
 
 def to_json(resolved: dict) -> str:
-    return json.dumps(resolved, sort_keys=True, default=str)
+    return canonical_json(resolved, compact=False)

@@ -184,7 +184,7 @@ def test_config_readme_documents_every_key_and_its_examples_are_valid():
     import re
 
     text = (ROOT / "config" / "README.md").read_text()
-    schema = load_yaml(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    schema = load_yaml(ROOT / "ctbench" / "schemas" / "config.schema.yaml")
     missing = [k for k in _schema_keys(schema) if f"`{k}`" not in text and f"`{k}." not in text]
     assert missing == [], f"config/README.md does not document {missing}"
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
@@ -201,7 +201,7 @@ def test_schema_names_match_the_registries():
     from ctbench.certify.stages import CERTIFY_STAGES
     from ctbench.methods import method_names
 
-    schema = load_yaml(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    schema = load_yaml(ROOT / "ctbench" / "schemas" / "config.schema.yaml")
     props = schema["properties"]
     assert set(props["models"]["items"]["enum"]) == set(PLANS)
     assert set(props["methods"]["items"]["enum"]) == set(method_names())

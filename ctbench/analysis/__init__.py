@@ -12,10 +12,10 @@ Two kinds, by what they read:
   neurons per method from the per-model fragmentation tables (Table 5), measured training cost relative to
   standard training from ``train/history.csv`` (Table 11). Outputs go to ``results/analysis/``.
 
-The registry maps a name to ``(module, kind, one-line summary)``; the module is imported only when the
+The registry maps a name to ``(module, kind, one-line summary)``; the names and kinds are
+:data:`ctbench.core.ANALYSIS_KINDS` (the grid reads them there). The module is imported only when the
 analysis runs, so ``ctbench analyze --help`` stays fast. Every module exposes::
 
-    KIND: str                                        # "model" or "grid"
     def add_arguments(parser: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int         # the CLI handler
     def figure(tables: list[pd.DataFrame], out_stem: Path) -> list[Path]    # optional: PNG + PDF
@@ -29,6 +29,7 @@ import importlib
 from types import ModuleType
 from typing import NamedTuple
 
+from ctbench.core import ANALYSIS_KINDS
 from ctbench.errors import CTBenchError
 
 
@@ -38,40 +39,41 @@ class Entry(NamedTuple):
     summary: str
 
 
+def _entry(name: str, summary: str) -> Entry:
+    """The module ``ctbench.analysis.<name>``, its kind from :data:`ctbench.core.ANALYSIS_KINDS`."""
+    return Entry(f"ctbench.analysis.{name}", ANALYSIS_KINDS[name], summary)
+
+
 #: name → where it lives, its kind and a one-line summary (``ctbench analyze --help``).
 ANALYSES: dict[str, Entry] = {
     # per-model analyses (paper §5.1, App. D.4)
-    "fragmentation": Entry("ctbench.analysis.fragmentation", "model",
-                           "unstable ReLUs per input: sampled lower estimate and IBP upper estimate (Fig. 3, 9)"),
-    "utilization": Entry("ctbench.analysis.utilization", "model",
-                         "active ReLUs on clean inputs; dead / active / unstable on IBP boxes (Fig. 4, 10)"),
-    "tightness": Entry("ctbench.analysis.tightness", "model",
-                       "propagation tightness of Mao et al. 2024 (Fig. 5)"),
-    "corruption": Entry("ctbench.analysis.corruption", "model",
-                        "accuracy on corrupted test sets relative to clean accuracy (Fig. 6, 11)"),
+    "fragmentation": _entry("fragmentation",
+                            "unstable ReLUs per input: sampled lower estimate and IBP upper estimate (Fig. 3, 9)"),
+    "utilization": _entry("utilization",
+                          "active ReLUs on clean inputs; dead / active / unstable on IBP boxes (Fig. 4, 10)"),
+    "tightness": _entry("tightness", "propagation tightness of Mao et al. 2024 (Fig. 5)"),
+    "corruption": _entry("corruption", "accuracy on corrupted test sets relative to clean accuracy (Fig. 6, 11)"),
     # cross-cell analyses (paper §5.2, App. D.1-D.3, D.5)
-    "shared_mistakes": Entry("ctbench.analysis.shared_mistakes", "grid",
-                             "how many models certify each sample vs independent failures (Tables 2, 20, 21)"),
-    "verifier_agreement": Entry("ctbench.analysis.verifier_agreement", "grid",
-                                "agreement of complete verifiers that saw every sample (Table 19)"),
-    "complete_gain": Entry("ctbench.analysis.complete_gain", "grid",
-                           "IBP-only, CROWN-IBP-only and cascade certified accuracy (Table 22)"),
-    "cost": Entry("ctbench.analysis.cost", "grid", "wall time per stage and cell (Table 12)"),
-    "seeds": Entry("ctbench.analysis.seeds", "grid",
-                   "mean and std over seeds beside the paper, outliers flagged (Tables 13-17)"),
-    "tradeoff": Entry("ctbench.analysis.tradeoff", "grid",
-                      "natural vs certified accuracy, ours beside the literature (Fig. 1, 8)"),
-    "error_reduction": Entry("ctbench.analysis.error_reduction", "grid",
-                             "reduction in certified error against the literature, ours beside the paper's (Fig. 1)"),
-    "unstable_neurons": Entry("ctbench.analysis.unstable_neurons", "grid",
-                              "unstable ReLUs per method: sampled lower vs IBP upper estimate (Table 5)"),
-    "cost_ratio": Entry("ctbench.analysis.cost_ratio", "grid",
-                        "measured training cost per method relative to standard training (Table 11)"),
-    "regularization_tradeoff": Entry("ctbench.analysis.regularization_tradeoff", "grid",
-                                     "natural vs certified accuracy as a sweep varies a regularization strength: "
-                                     "SABR/STAPS λ, TAPS gradient scale, MTL-IBP α (Fig. 7)"),
+    "shared_mistakes": _entry("shared_mistakes",
+                              "how many models certify each sample vs independent failures (Tables 2, 20, 21)"),
+    "verifier_agreement": _entry("verifier_agreement",
+                                 "agreement of complete verifiers that saw every sample (Table 19)"),
+    "complete_gain": _entry("complete_gain", "IBP-only, CROWN-IBP-only and cascade certified accuracy (Table 22)"),
+    "cost": _entry("cost", "wall time per stage and cell (Table 12)"),
+    "seeds": _entry("seeds", "mean and std over seeds beside the paper, outliers flagged (Tables 13-17)"),
+    "tradeoff": _entry("tradeoff", "natural vs certified accuracy, ours beside the literature (Fig. 1, 8)"),
+    "error_reduction": _entry("error_reduction",
+                              "reduction in certified error against the literature, ours beside the paper's (Fig. 1)"),
+    "unstable_neurons": _entry("unstable_neurons",
+                               "unstable ReLUs per method: sampled lower vs IBP upper estimate (Table 5)"),
+    "cost_ratio": _entry("cost_ratio", "measured training cost per method relative to standard training (Table 11)"),
+    "regularization_tradeoff": _entry("regularization_tradeoff",
+                                      "natural vs certified accuracy as a sweep varies a regularization strength: "
+                                      "SABR/STAPS λ, TAPS gradient scale, MTL-IBP α (Fig. 7)"),
 }
 
+if tuple(ANALYSES) != tuple(ANALYSIS_KINDS):  # one list of analyses: ctbench.core's (the grid reads it there)
+    raise ImportError("ctbench.analysis.ANALYSES and ctbench.core.ANALYSIS_KINDS name different analyses")
 MODEL_ANALYSES = tuple(name for name, e in ANALYSES.items() if e.kind == "model")
 GRID_ANALYSES = tuple(name for name, e in ANALYSES.items() if e.kind == "grid")
 

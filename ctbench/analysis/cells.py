@@ -17,12 +17,11 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from ctbench.core import DATASET_ORDER, METHOD_ORDER, CellId, eps_text, eps_value
 from ctbench.errors import CTBenchError
 
 #: what makes each input: kind → (file, rule and command).
@@ -36,9 +35,8 @@ MAKERS = {
     "history": ("train/history.csv", "rule `train` (`ctbench train`)"),
     "fragmentation": ("analysis/fragmentation.parquet", "rule `analyze_model` (`ctbench analyze fragmentation`)"),
 }
-#: the paper's order of methods and datasets (Table 1), for sorting rows.
-METHOD_ORDER = ("standard", "pgd", "edac", "ibp", "crown_ibp", "sabr", "taps", "staps", "mtl_ibp")
-DATASET_ORDER = ("mnist", "mnist_mini", "cifar10", "tinyimagenet")
+#: the paper's order of methods and datasets (Table 1), for sorting rows: ``ctbench.core.METHOD_ORDER``,
+#: ``ctbench.core.DATASET_ORDER`` (imported above).
 #: not certified-training methods: left out of the method comparisons unless asked for (Tables 2, 20; Fig. 8).
 NOT_CERTIFIED_TRAINING = ("standard", "pgd", "edac")
 
@@ -59,28 +57,15 @@ def require(paths: Iterable[str | Path], kind: str) -> list[Path]:
     raise CTBenchError(f"missing {len(missing)} {name} file(s): {shown} — made by {how}; run the workflow first")
 
 
-def eps_value(eps) -> float:
-    """``0.1``, ``"0.1"``, ``"2/255"`` or ``"2_255"`` (results-path token) → float."""
-    s = str(eps).strip().replace("_", "/")
-    try:
-        return float(Fraction(s)) if "/" in s else float(s)
-    except (ValueError, ZeroDivisionError):
-        return math.nan
+class Cell(CellId):
+    """One cell of the grid (:class:`ctbench.core.CellId`, ε as written: ``2/255``; ``eps_value`` from
+    ``ctbench.core``, NaN for an unreadable ε); ``label`` is ``method`` or ``method+variant``."""
 
-
-class Cell(NamedTuple):
-    """One cell of the grid; ``label`` is ``method`` or ``method+variant``."""
-
-    dataset: str
-    eps: str
-    model: str
-    method: str
-    variant: str
-    seed: int | str
+    __slots__ = ()
 
     @property
     def label(self) -> str:
-        return f"{self.method}+{self.variant}" if self.variant else self.method
+        return self.run
 
     @property
     def setting(self) -> tuple[str, str]:
@@ -120,7 +105,7 @@ def cell_of(meta: dict, source: str | Path = "") -> Cell:
     missing = [k for k in ("dataset", "eps", "method") if not src.get(k)]
     if missing:
         raise CTBenchError(f"{source} does not name its cell (attributes {', '.join(missing)} missing)")
-    eps = str(src["eps"]).replace("_", "/")  # "2_255" (results-path token) and "2/255" are one ε
+    eps = eps_text(src["eps"])  # "2_255" (results-path token) and "2/255" are one ε
     return Cell(str(src["dataset"]), eps, str(src.get("model") or ""), str(src["method"]),
                 str(src.get("variant") or ""), _seed(src.get("seed")))
 

@@ -8,14 +8,13 @@ warning (the run starts over). The final output is written atomically and the st
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ctbench.core import json_sha256
 from ctbench.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ def state_path(out: str | Path) -> Path:
 
 def fingerprint(obj) -> str:
     """sha256 of ``obj`` as sorted JSON (non-JSON values by ``str``)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(obj, compact=False)
 
 
 def save_state(path: Path, fp: str, arrays: dict[str, np.ndarray]) -> None:

@@ -1,39 +1,14 @@
-"""``ctbench certify`` from files: ε parsing, device, model + dataset loading and checks, provenance."""
+"""``ctbench certify`` from files: model + dataset loading and checks, provenance (ε and device: ``ctbench.core``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ctbench.certify.cascade import CertifySettings, certify_model, check_writable
-from ctbench.config import parse_eps as config_parse_eps
+from ctbench.core import eps_pair as parse_eps  # (value, written form), for the commands that import it here
+from ctbench.core import eps_token, resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.io import sha256_file
-
-
-def parse_eps(text: str | float) -> tuple[float, str]:
-    """``"0.1"``, ``"2/255"`` (or its path token ``"2_255"``) or a float → ``(value, canonical string)``.
-
-    The checks and messages are :func:`ctbench.config.parse_eps`'s, shared by every command: "cannot parse
-    eps ..." for a malformed value, "eps must lie in [0, 1] (pixel space), got ..." outside [0, 1]."""
-    value = config_parse_eps(text)
-    s = str(text).strip()
-    if "_" in s:  # the path token 2_255 is the fraction 2/255
-        s = s.replace("_", "/")
-    return value, s
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise CTBenchError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CTBenchError("device cuda requested but CUDA is not available")
-    return dev
 
 
 def load_for_certification(model_path, dataset_name: str | None, split: str, data_root=None):
@@ -66,8 +41,6 @@ def select_indices(n_total: int, start: int, n: int | None) -> range:
 
 def cell_identity(meta: dict) -> dict:
     """The workflow cell a model was trained as (dataset, ε token, model, method, variant, seed)."""
-    from ctbench.config import eps_token
-
     cfg = meta.get("config") or {}
     eps = cfg.get("eps_str")
     return {"dataset": cfg.get("dataset", meta.get("dataset")), "eps": eps_token(eps) if eps else None,

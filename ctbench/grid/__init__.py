@@ -20,8 +20,8 @@ import copy
 import functools
 import logging
 
-from ctbench import analysis as _analysis
-from ctbench.config import _sub_schema, find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
+from ctbench import core
+from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
 from ctbench.errors import CTBenchError
 from ctbench.grid.cells import VARIANT_RE, Cell, expand, setting_tokens, table1_cells, variants
 from ctbench.grid.fingerprint import stage_fingerprint, train_fingerprint
@@ -37,9 +37,9 @@ DEFAULT_CERTIFY = {"stages": ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD",
                    "n": None, "batch": 256, "abcrown_config": None, "complete_samples": {"pgd": 10, "edac": 10},
                    "falsifier": {"loss": "margin", "targets": 3, "steps": 200, "restarts": 5}}
 DEFAULT_ATTACK = {"steps": 200, "restarts": 5, "autoattack_methods": ["standard", "pgd", "edac"]}
-#: Per-model analyses (run on Table 1's cells) and cross-cell analyses (ctbench.analysis).
-MODEL_ANALYSES = _analysis.MODEL_ANALYSES
-GRID_ANALYSES = tuple(a for a in _analysis.GRID_ANALYSES if a != "verifier_agreement")  # that one: verifiers
+#: Per-model analyses (run on Table 1's cells) and cross-cell analyses (their names: ctbench.core).
+MODEL_ANALYSES = core.MODEL_ANALYSES
+GRID_ANALYSES = tuple(a for a in core.GRID_ANALYSES if a != "verifier_agreement")  # that one: verifiers
 #: ``n``: test samples per per-model analysis, None = the whole split (as the original); a config that sets
 #: ``analysis.n`` keeps its fingerprints (the settings hashed are the same).
 DEFAULT_ANALYSIS = {"model": list(MODEL_ANALYSES), "grid": list(GRID_ANALYSES), "n": None, "seed": 0,
@@ -118,7 +118,7 @@ class Grid:
         return set(cfg["methods"]) | {m for b in blocks for m in b.get("methods") or []}
 
     def _check_values(self, where: str, values: dict, keys: set[str]) -> None:
-        props = _sub_schema(load_schema(), "hparam_props")
+        props = core.sub_schema(load_schema(), "hparam_props")
         for key, value in values.items():
             if key == "model":
                 raise CTBenchError(f"config: {where}.model: the architecture is an axis of the grid: "

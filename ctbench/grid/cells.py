@@ -22,29 +22,18 @@ Results path grammar (the Snakefile's wildcards)::
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
-from ctbench.config import eps_token, parse_eps, setting_key
+from ctbench.core import CellId, eps_text, eps_token, setting_key
 
 #: Variant names: path-safe, no ``+`` (the separator of ``method+variant``) and no ``/``.
 VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
 
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One trained model and everything computed from it."""
+class Cell(CellId):
+    """One trained model and everything computed from it (:class:`ctbench.core.CellId`): ``eps`` is the
+    path token, e.g. "0.1" or "2_255"; ``seed`` an int."""
 
-    dataset: str
-    eps: str  #: path token, e.g. "0.1" or "2_255"
-    model: str
-    method: str
-    variant: str  #: "" for the base configuration
-    seed: int
-
-    @property
-    def run(self) -> str:
-        """The path component of method and variant: ``ibp`` or ``ibp+l1_5e-06``."""
-        return f"{self.method}+{self.variant}" if self.variant else self.method
+    __slots__ = ()
 
     @property
     def setting(self) -> str:
@@ -55,11 +44,8 @@ class Cell:
     def dir(self) -> str:
         return f"results/{self.dataset}/{self.eps}/{self.model}/{self.run}/seed{self.seed}"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def label(self) -> str:
-        return f"{self.dataset} eps {self.eps.replace('_', '/')} {self.model} {self.run} seed {self.seed}"
+        return f"{self.dataset} eps {eps_text(self.eps)} {self.model} {self.run} seed {self.seed}"
 
 
 def sweep_variant_name(sweep: str, value) -> str:
@@ -117,7 +103,3 @@ def expand(config: dict) -> list[Cell]:
 def table1_cells(config: dict) -> list[Cell]:
     """The cells of Table 1: the product of the grid's own lists, base configuration."""
     return _product(config, {}, "")
-
-
-def eps_value(token: str) -> float:
-    return parse_eps(token)

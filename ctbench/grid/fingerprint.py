@@ -18,8 +18,7 @@ output (``model.pt`` provenance, ``certify.h5`` / ``attack.h5`` attributes, ``me
 
 from __future__ import annotations
 
-import hashlib
-import json
+from ctbench.core import json_sha256
 
 #: Length of the hex digests (96 bits: collisions are not a concern for a results tree).
 DIGITS = 24
@@ -27,8 +26,7 @@ DIGITS = 24
 
 def digest(obj) -> str:
     """Hex digest of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:DIGITS]
+    return json_sha256(obj)[:DIGITS]
 
 
 def train_fingerprint(config: dict, limits: dict, version: int) -> str:

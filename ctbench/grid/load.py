@@ -8,54 +8,21 @@ and, for a misspelt name, the closest known one::
     config: overrides.mnist_0.1.ibp.l1: 'abc' is not of type 'number'
     config: modles: unknown key; did you mean 'models'?
 
-Structure (JSON Schema ``workflow/schemas/config.schema.yaml``) is checked first, then the names the
-schema cannot know: settings and methods of the hyperparameter file, hyperparameter keys and their
-values, the filters of ``extra_cells`` / ``variants`` / ``sweeps``.
+Structure (JSON Schema ``ctbench/schemas/config.schema.yaml``, shipped inside the package) is checked
+first, then the names the schema cannot know: settings and methods of the hyperparameter file,
+hyperparameter keys and their values, the filters of ``extra_cells`` / ``variants`` / ``sweeps``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from pathlib import Path
 
-import yaml
-
+from ctbench.core import SCHEMAS, did_you_mean, load_yaml
 from ctbench.errors import CTBenchError
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+__all__ = ["SCHEMA", "check_schema", "did_you_mean", "load_yaml"]
 
-
-def did_you_mean(name: str, known) -> str:
-    """``"; did you mean 'x'?"`` for the closest known name, or ``"; known: a, b, c"``."""
-    known = sorted(map(str, known))
-    lower = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(str(name).lower(), list(lower), n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {lower[close[0]]!r}?"
-    return f"; known: {', '.join(known)}" if len(known) <= 12 else ""
-
-
-def load_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from ``path``; syntax errors give ``path:line:column: problem``."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise CTBenchError(f"cannot read {p}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise CTBenchError(f"{where}: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise CTBenchError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CTBenchError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    return data
+SCHEMA = SCHEMAS / "config.schema.yaml"
 
 
 def _path(error) -> str:

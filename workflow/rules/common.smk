@@ -10,6 +10,7 @@ import sys
 from snakemake.utils import validate
 
 import ctbench.analysis as ctbench_analysis
+from ctbench.core import SCHEMAS
 from ctbench.errors import CTBenchError
 from ctbench.grid import Grid
 from ctbench.grid.fingerprint import digest
@@ -28,8 +29,8 @@ try:
 except CTBenchError as e:
     fail(e)
 validate(
-    config, schema="../schemas/config.schema.yaml"
-)  # fills in the schema's defaults
+    config, schema=str(SCHEMAS / "config.schema.yaml")
+)  # the schema shipped inside the package (ctbench/schemas); fills in the schema's defaults
 
 CELLS = GRID.cells
 TABLE1_CELLS = GRID.table1_cells()
