@@ -24,7 +24,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "complete_gain"
 COMPLETE_KIND = "complete"
 

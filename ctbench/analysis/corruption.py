@@ -31,7 +31,6 @@ import argparse
 import logging
 from pathlib import Path
 
-KIND = "model"
 NAME = "corruption"
 SOURCES = ("generated", "published")
 CHUNK = 1000  # images corrupted together (seeded per chunk, so results do not depend on --batch)

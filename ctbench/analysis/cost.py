@@ -46,7 +46,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "cost"
 RULE_ORDER = ("train", "select", "certify", "attack", "summarize")
 HARDWARE_KEYS = ("hardware", "gpu_name", "device_name")

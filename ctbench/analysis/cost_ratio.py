@@ -35,7 +35,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "cost_ratio"
 REFERENCE = "standard"
 UNKNOWN_HARDWARE = "not recorded (the training jobs' machine)"

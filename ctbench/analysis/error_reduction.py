@@ -31,7 +31,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "error_reduction"
 SOURCES = (("literature", "err_literature"), ("CTBench paper", "err_paper"), ("ours", "err"))
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-KIND = "model"
 NAME = "fragmentation"
 SAMPLES = 50  # paper §5.1: "we sample the noise 50 times"
 

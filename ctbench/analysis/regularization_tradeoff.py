@@ -31,7 +31,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "regularization_tradeoff"
 #: the paper's symbol of each swept hyperparameter (others: the key itself).
 SYMBOLS = {"eps_shrink": "λ", "ibp_coef": "α", "taps_grad_scale": "w", "l1": "L1", "w_rob": "w_rob"}

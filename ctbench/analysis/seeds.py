@@ -35,7 +35,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "seeds"
 METRICS = ("nat", "cert", "adv")
 TABLE1_INDEX = {"nat": 1, "cert": 3, "adv": 4}  # [nat_lit, nat_ctbench, cert_lit, cert_ctbench, adv_ctbench]

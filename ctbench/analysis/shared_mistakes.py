@@ -29,7 +29,6 @@ import numpy as np
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "shared_mistakes"
 COMPARISONS = {  # name → the cell coordinate that varies inside a group
     "methods": "label",

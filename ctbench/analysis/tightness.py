@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-KIND = "model"
 NAME = "tightness"
 USES_METRICS = True  # `ctbench figure tightness ... --metrics`: the cascade's certified accuracy (Fig. 5)
 MAX_MARGINS = 8  # the original's max_examined_class

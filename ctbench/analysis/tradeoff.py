@@ -27,7 +27,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "tradeoff"
 SOURCES = ("literature", "ctbench paper", "ours")
 MARKERS = "osD^vPX*hp"  # one shape per method, in the paper's method order (ctbench.analysis.style.METHOD_ORDER)

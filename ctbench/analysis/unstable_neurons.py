@@ -26,7 +26,6 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "unstable_neurons"
 REQUIRED = ("dataset", "eps", "model", "method", "seed", "eval_eps_str", "unstable_lower_pct", "unstable_ibp_pct")
 

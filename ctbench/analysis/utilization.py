@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-KIND = "model"
 NAME = "utilization"
 
 

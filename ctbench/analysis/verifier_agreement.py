@@ -31,7 +31,6 @@ from ctbench.analysis import cells as C
 from ctbench.analysis import shared_mistakes as SM
 from ctbench.errors import CTBenchError
 
-KIND = "grid"
 STEM = "verifier_agreement"
 logger = logging.getLogger(__name__)
 
