@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -36,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctbench.certify import hdf5, resume
+from ctbench.certify import hdf5
 from ctbench.certify.resume import fingerprint as run_fingerprint
-from ctbench.certify.resume import state_path
+from ctbench.certify.resume import state_path  # noqa: F401  (where the resume state is: tests import it here)
+from ctbench.certify.runner import BatchRun, BatchState
 from ctbench.certify.stages import (
     CERTIFY_STAGES,
     DEFAULT_STAGES,
@@ -52,7 +52,7 @@ from ctbench.certify.stages import (
 from ctbench.certify.status import CERTIFIED_VALUES, NOT_SEEN, STATUS_MAPPING, Status
 from ctbench.errors import CTBenchError
 from ctbench.io import check_writable
-from ctbench.logs import Heartbeat, duration, progress
+from ctbench.logs import duration
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,9 @@ def boxes(x: torch.Tensor, eps: float):
 # -------------------------------------------------------------------------------------------------
 
 
-class _State:
+class _State(BatchState):
+    """The cascade's per-sample vectors (saved as the resume state, see :mod:`.runner`)."""
+
     FIELDS = (
         "sample_index",
         "label",
@@ -161,21 +163,6 @@ class _State:
         self.stage_status = np.full((N, n_stages), NOT_SEEN, np.uint8)
         self.batches_done = 0
 
-    def save(self, path: Path, fingerprint: str) -> None:
-        arrays = {k: getattr(self, k) for k in self.FIELDS}
-        resume.save_state(path, fingerprint, {**arrays, "batches_done": np.array(self.batches_done)})
-
-    @classmethod
-    def load(cls, path: Path, fingerprint: str, indices: np.ndarray, n_stages: int) -> _State | None:
-        arrays = resume.load_state(path, fingerprint, (*cls.FIELDS, "batches_done"))
-        if arrays is None:
-            return None
-        st = cls(indices, n_stages)
-        for k in cls.FIELDS:
-            setattr(st, k, arrays[k])
-        st.batches_done = int(arrays["batches_done"])
-        return st
-
 
 # -------------------------------------------------------------------------------------------------
 # driver
@@ -203,15 +190,8 @@ def certify_model(
     """
     out = Path(out)
     device = torch.device(device) if not isinstance(device, torch.device) else device
+    settings, missing = _available_stages(settings)
     stages = list(settings.stages)
-    missing = [s for s in stages if s in EXTERNAL_STAGES and not external_available(s)]
-    for name in missing:
-        logger.warning("the external verifier of stage %s is not available here: skipping that stage", name)
-        stages.remove(name)
-    if missing:
-        if not stages:
-            raise CTBenchError(f"no certification stage left: {', '.join(missing)} not available here")
-        settings = dataclasses.replace(settings, stages=tuple(stages))
     stage_objs = [CERTIFY_STAGES.get(s) for s in stages]
     check_writable(out)
     indices = np.asarray(list(indices), dtype=np.int64)
@@ -231,43 +211,45 @@ def certify_model(
             "state": 2,  # the resume state's layout (2: per-stage verdicts)
         }
     )
-    spath = state_path(out)
-    st = _State.load(spath, fingerprint, indices, len(stages)) if resume and spath.exists() else None
-    if st is None:
-        st = _State(indices, len(stages))
-    elif st.batches_done:
-        logger.info("resuming from %s: %d batches done", spath, st.batches_done)
+    st = _State(indices, len(stages))
+    run = BatchRun(out, st, fingerprint, n=len(indices), batch_size=settings.batch_size, desc=f"certify {out.name}",
+                   resume_state=resume, hook=hook)
     t_start = time.perf_counter()
-    B = settings.batch_size
-    n_batches = math.ceil(len(indices) / B)
-    activity = _Activity(out.name, st, settings, stage_objs, n_batches)
+    activity = _Activity(out.name, st, settings, stage_objs, run.n_batches)
     logger.info("%s", activity.start_line())
+
+    def load(b, sl):
+        x, y = _load(dataset, indices[sl], device)
+        activity.batch = b
+        return Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
+
+    def after(batch, b, sl):
+        _complete_stages(ctx, st, sl, batch, stage_objs, run, activity)
+        activity.set(None)
+
     try:
-        bar = progress(total=len(indices), unit="sample", desc=f"certify {out.name}")
-        with Heartbeat(activity.line):
-            for b in range(n_batches):
-                sl = slice(b * B, min((b + 1) * B, len(indices)))
-                x, y = _load(dataset, indices[sl], device)
-                batch = Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
-                activity.batch = b
-                if b >= st.batches_done:
-                    _batch_stages(ctx, st, sl, batch, stage_objs, b, activity)
-                    st.batches_done = b + 1
-                    st.save(spath, fingerprint)
-                    if hook:
-                        hook("batch", {"batch": b, "n_batches": n_batches})
-                _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, activity)
-                activity.set(None)
-                bar.update(sl.stop - sl.start)
-                bar.set_postfix(certified=int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum()),
-                                refresh=False)
-        bar.close()
+        run.run(load, lambda batch, b, sl: _batch_stages(ctx, st, sl, batch, stage_objs, b, activity), after=after,
+                postfix=lambda sl: {"certified": int(np.isin(st.decision[: sl.stop], CERTIFIED_VALUES).sum())},
+                status=activity.line)
     finally:
         ctx.close()  # an external verifier's workspace, on every way out (SIGTERM included)
     wall = time.perf_counter() - t_start
-    _write(out, st, settings, stages, stage_objs, attrs, device, wall, missing)
-    spath.unlink(missing_ok=True)
+    run.finish(lambda: _write(out, st, settings, stages, stage_objs, attrs, device, wall, missing))
     return counts(st.decision, st.decided_by, stages)
+
+
+def _available_stages(settings: CertifySettings) -> tuple[CertifySettings, list[str]]:
+    """``(settings without the external stages whose verifier is not installed here, those stages)``."""
+    stages = list(settings.stages)
+    missing = [s for s in stages if s in EXTERNAL_STAGES and not external_available(s)]
+    for name in missing:
+        logger.warning("the external verifier of stage %s is not available here: skipping that stage", name)
+        stages.remove(name)
+    if missing:
+        if not stages:
+            raise CTBenchError(f"no certification stage left: {', '.join(missing)} not available here")
+        settings = dataclasses.replace(settings, stages=tuple(stages))
+    return settings, missing
 
 
 def _load(dataset, idx, device):
@@ -377,7 +359,7 @@ def _batch_stages(ctx, st, sl, batch, stage_objs, b, activity=None):
         st.stage_samples[j] += und.size
 
 
-def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, activity=None):
+def _complete_stages(ctx, st, sl, batch, stage_objs, run: BatchRun, activity=None):
     """The complete stages, in order, on the batch's rows still undecided (see the module docstring)."""
     limit = ctx.settings.complete_limit
     rows = np.arange(sl.start, sl.stop)
@@ -399,9 +381,8 @@ def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, a
             st.stage_time_s[j] += time.perf_counter() - t0
             for r, (decision, margin, seconds) in zip(todo, results, strict=True):
                 _record(st, r, j, decision, margin, seconds)
-            st.save(spath, fingerprint)
-            if hook:
-                hook("sample", {"rows": todo.tolist(), "stage": stage.name})
+            run.save()
+            run.event("sample", {"rows": todo.tolist(), "stage": stage.name})
             continue
         for r in todo:
             one = batch.subset(torch.tensor([r - sl.start], device=batch.x.device))
@@ -415,9 +396,8 @@ def _complete_stages(ctx, st, sl, batch, stage_objs, spath, fingerprint, hook, a
             dt = time.perf_counter() - t0
             st.stage_time_s[j] += dt
             _record(st, r, j, decision, margin, dt)
-            st.save(spath, fingerprint)
-            if hook:
-                hook("sample", {"row": int(r), "stage": stage.name})
+            run.save()
+            run.event("sample", {"row": int(r), "stage": stage.name})
 
 
 def _record(st, r, j, decision, margin, seconds):
