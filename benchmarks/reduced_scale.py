@@ -30,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
+from ctbench import core
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_FILES = ("metrics.json", "config.yaml", "train/history.csv", "train/attempts.csv")
 LATER_STAGES = ("CROWN-IBP", "CROWN", "alpha-CROWN", "BaB")
-METHOD_ORDER = ("standard", "pgd", "edac", "ibp", "crown_ibp", "sabr", "taps", "staps", "mtl_ibp")
-NAMES = {"standard": "Standard", "pgd": "PGD", "edac": "EDAC", "ibp": "IBP", "crown_ibp": "CROWN-IBP",
-         "sabr": "SABR", "taps": "TAPS", "staps": "STAPS", "mtl_ibp": "MTL-IBP"}
+METHOD_ORDER, NAMES = core.METHOD_ORDER, core.METHOD_NAMES  # the paper's order and display names
 
 
 def keep(results: Path, out: Path) -> list[Path]:

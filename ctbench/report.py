@@ -3,9 +3,9 @@ statistics of Tables 13–17 (``results/seeds.csv``) and the ablations (``result
 variants and extra cells such as CNN5 beside their base cells; Tables 3, 18, Fig. 7).
 
 Inputs are the per-cell ``metrics.json`` files (written by ``ctbench summarize``). A cell's identity
-(dataset, ε token, model, method, variant, seed) comes from the file's ``cell`` entry (older files: from
-the results path); the numbers are ``nat_acc``, ``cert_acc``, ``adv_acc`` as fractions in [0, 1]
-(``cert_acc``/``adv_acc`` may be null for standard training).
+(dataset, ε token, model, method, variant, seed) comes from the file's ``cell`` entry (files without one:
+from the results path ``{dataset}/{eps}/{model}/{run}/seed{seed}``); the numbers are ``nat_acc``,
+``cert_acc``, ``adv_acc`` as fractions in [0, 1] (``cert_acc``/``adv_acc`` may be null for standard training).
 
 With ``manifest`` (``results/cells.json``, the workflow's current grid with every cell's fingerprints)
 the report refuses — one error naming the cells — any summary whose fingerprint is not the current
@@ -32,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ctbench import core as core_names
+from ctbench.core import METHOD_NAMES, MODEL_NAMES
 from ctbench.errors import CTBenchError
 from ctbench.io import atomic_path, write_text
 
@@ -39,15 +41,8 @@ logger = logging.getLogger(__name__)
 
 CELL_RE = re.compile(r"(?P<dataset>[^/]+)/(?P<eps>[^/]+)/(?P<model>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)"
                      r"/metrics\.json$")
-#: The results layout before the architecture token (files without a ``cell`` entry).
-OLD_CELL_RE = re.compile(r"(?P<dataset>[^/]+)/(?P<eps>[^/]+)/(?P<run>[^/]+)/seed(?P<seed>\d+)/metrics\.json$")
-#: The registered architectures (ctbench.models.MODELS; kept here so the report does not import torch).
-MODEL_NAMES = ("cnn7", "cnn5", "cnn_small")
 METRICS = ("nat", "cert", "adv")
 IDENTITY = ("dataset", "eps", "model", "method", "variant", "seed")
-#: Display names of the paper.
-METHOD_NAMES = {"standard": "Standard", "pgd": "PGD", "edac": "EDAC", "ibp": "IBP", "crown_ibp": "CROWN-IBP",
-                "sabr": "SABR", "taps": "TAPS", "staps": "STAPS", "mtl_ibp": "MTL-IBP"}
 #: What Table 1 of the paper used, to say when a row is a reduced-scale run.
 PAPER_SCALE = {"model": "cnn7", "test_samples": {"mnist": 10000, "cifar10": 10000, "tinyimagenet": 10000}}
 
@@ -58,14 +53,11 @@ def _identity(path: Path, data: dict) -> dict:
         return {"dataset": cell["dataset"], "eps": cell["eps"], "model": cell.get("model") or data.get("model"),
                 "method": cell["method"], "variant": cell.get("variant") or "", "seed": int(cell["seed"])}
     m = CELL_RE.search(path.as_posix())
-    if not m or m["model"] not in MODEL_NAMES:
-        m = OLD_CELL_RE.search(path.as_posix())
-    if not m:
+    if not m or m["model"] not in MODEL_NAMES:  # the architectures of ctbench.models (ctbench.core's list)
         raise CTBenchError(f"{path} does not follow results/{{dataset}}/{{eps}}/{{model}}/{{method}}/seed{{seed}}/"
                            "metrics.json and names no cell")
     method, _, variant = m["run"].partition("+")
-    model = m.groupdict().get("model") or data.get("model")
-    return {"dataset": m["dataset"], "eps": m["eps"], "model": model, "method": method,
+    return {"dataset": m["dataset"], "eps": m["eps"], "model": m["model"], "method": method,
             "variant": variant, "seed": int(m["seed"])}
 
 
@@ -242,8 +234,8 @@ def to_markdown(df: pd.DataFrame, title: str, footnotes: Iterable[str] = ()) -> 
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-DATASET_NAMES = {"mnist": "MNIST", "mnist_mini": "mnist_mini (shipped MNIST subset)", "cifar10": "CIFAR-10",
-                 "tinyimagenet": "TinyImageNet"}
+#: ``ctbench.core.DATASET_NAMES``, the shipped subset named as such in the samples note.
+DATASET_NAMES = {**core_names.DATASET_NAMES, "mnist_mini": "mnist_mini (shipped MNIST subset)"}
 
 
 def samples_note(cells: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ def cell_files(tmp_path):
         for seed in (2, 0, 1):  # unordered on purpose
             nat, cert, adv = sorted(RNG.uniform(0.2, 1.0, 3), reverse=True)
             cert = None if method == "standard" else cert
-            path = tmp_path / "results" / dataset / eps / method / f"seed{seed}" / "metrics.json"
+            path = tmp_path / "results" / dataset / eps / "cnn7" / method / f"seed{seed}" / "metrics.json"
             path.parent.mkdir(parents=True)
             path.write_text(json.dumps({"nat_acc": nat, "cert_acc": cert, "adv_acc": adv, "extra": 1}))
             paths.append(path)

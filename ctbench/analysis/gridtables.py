@@ -13,9 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ctbench.core import DATASET_NAMES  # noqa: F401 - the analyses' dataset names (cost.py imports them here)
 from ctbench.io import atomic_path, write_text
-
-DATASET_NAMES = {"mnist": "MNIST", "mnist_mini": "MNIST (mini)", "cifar10": "CIFAR-10", "tinyimagenet": "TinyImageNet"}
 
 
 def is_missing(v) -> bool:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctbench.report import METHOD_NAMES  # the paper's display names, in its method order (Table 1)
+from ctbench.core import METHOD_NAMES, METHOD_ORDER  # noqa: F401 - the paper's display names, in its order
 
-METHOD_ORDER = tuple(METHOD_NAMES)
 PANEL_WIDTH, PANEL_HEIGHT = 3.6, 2.6
 
 
@@ -65,11 +64,11 @@ def entity_order(df) -> list[str]:
 
 def eps_order(values) -> list[str]:
     """Distinct ε strings sorted by value ("2/255" before "8/255" before "0.1")."""
-    from ctbench.certify.run import parse_eps
+    from ctbench.core import parse_eps
 
     def key(s):
         try:
-            return (parse_eps(s)[0], s)
+            return (parse_eps(s), s)
         except Exception:  # noqa: BLE001 - unparsable labels sort last
             return (float("inf"), s)
 
