@@ -64,7 +64,7 @@ def test_loss_fusion_with_cut_points_is_a_tighter_upper_bound_of_the_ce(seed):
 
 def _all_layer_cuts(model, lo, hi, C):
     """Reference: concretize at the input box of *every* layer (as the original code), plain loop."""
-    from ctbench.bounds.layers import ReLULayer, _bdot, parse_model
+    from ctbench.bounds.layers import ReLULayer, batch_dot, parse_model
     from ctbench.bounds.linear import relu_back
 
     layers = parse_model(model)
@@ -86,7 +86,7 @@ def _all_layer_cuts(model, lo, hi, C):
             A, d = layers[i].back(A)
         d_total = d_total if d is None else d_total + d
         c, r = boxes[i]
-        cut = _bdot(A, c) - _bdot(A.abs(), r) + d_total
+        cut = batch_dot(A, c) - batch_dot(A.abs(), r) + d_total
         best = cut if best is None else torch.maximum(best, cut)
     return best
 

@@ -149,7 +149,7 @@ def _relu_back_case(g, S):
 
 def test_relu_back_custom_gradient_matches_autograd():
     """Hand-written backward of the CROWN ReLU step = autograd on the plain formulas; finite at l = u = 0."""
-    from ctbench.bounds.layers import _bdot
+    from ctbench.bounds.layers import batch_dot
     from ctbench.bounds.linear import _ReluBackCROWN, relu_relaxation
 
     g = torch.Generator().manual_seed(0)
@@ -163,7 +163,7 @@ def test_relu_back_custom_gradient_matches_autograd():
         up, icpt, ad = relu_relaxation(ref_ins[1], ref_ins[2])
         An = ref_ins[0].clamp(max=0)
         ref_out = (ref_ins[0] - An) * ad.unsqueeze(1) + An * up.unsqueeze(1)
-        ref_d = _bdot(An, icpt)
+        ref_d = batch_dot(An, icpt)
         torch.testing.assert_close(out, ref_out)
         torch.testing.assert_close(d, ref_d)
         ref = torch.autograd.grad((ref_out * GA).sum() + (ref_d * Gd).sum(), ref_ins)
@@ -179,7 +179,7 @@ def test_relu_back_cut_point_value_and_gradient_match_autograd():
     """The cut point computed inside the CROWN ReLU step (``with_cut``) = the plain concretization
     ``A·c − |A|·r`` on the ReLU's output box, with autograd's gradients; with a zero cut gradient (the
     cut is not the largest bound of any row) the gradients are those of the step without the cut."""
-    from ctbench.bounds.layers import _bdot
+    from ctbench.bounds.layers import batch_dot
     from ctbench.bounds.linear import _ReluBackCROWN
 
     g = torch.Generator().manual_seed(1)
@@ -194,7 +194,7 @@ def test_relu_back_cut_point_value_and_gradient_match_autograd():
             ref_out, ref_d = _ReluBackCROWN.apply(*ref_ins, False)[:2]
             lo, hi = ref_ins[1].clamp(min=0), ref_ins[2].clamp(min=0)
             c, r = (hi + lo) / 2, (hi - lo) / 2
-            ref_cut = _bdot(ref_ins[0], c) - _bdot(ref_ins[0].abs(), r)
+            ref_cut = batch_dot(ref_ins[0], c) - batch_dot(ref_ins[0].abs(), r)
             torch.testing.assert_close(cut, ref_cut, rtol=1e-12, atol=1e-12)
             ref = torch.autograd.grad((ref_out * GA).sum() + (ref_d * Gd).sum() + (ref_cut * gc).sum(), ref_ins)
             for a, b in zip(got, ref, strict=True):

@@ -24,6 +24,11 @@ al. 2021's warm-up regularizer and SABR's ``relu_shrinkage``), :func:`margin_spe
 relaxation — most of a CROWN-IBP step's elementwise work — runs through ``torch.compile`` (``fused.py``;
 default ``auto``: large training calls compiled, certification eager).
 
+Primitives for branch and bound (``ctbench.certify.bab``), public: :func:`~ctbench.bounds.layers.parse_model`,
+:func:`~ctbench.bounds.layers.batch_dot`, :func:`~ctbench.bounds.ibp.relu_box`,
+:func:`~ctbench.bounds.linear.intermediate_bounds`, :func:`~ctbench.bounds.linear.relu_back`,
+:func:`~ctbench.bounds.linear.crown_tighten`.
+
 Shapes: input box ``lower``/``upper`` (B, *input); specification ``C`` (B, S, K); bounds (B, S),
 or (B, K) for the logits when ``C`` is None. Works in float32 and float64 (dtype of inputs and model).
 """

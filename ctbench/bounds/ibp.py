@@ -72,7 +72,9 @@ class _ReluBoxLU(torch.autograd.Function):
         return g_l, g_u
 
 
-def _relu_box(c, r, shrink=None):
+def relu_box(c, r, shrink=None):
+    """The box (centre, radius) of ReLU over the box ``(c, r)``; ``shrink``: SABR's ``relu_shrinkage``.
+    A primitive of the bound engine, also used by branch and bound (``ctbench.certify.bab``)."""
     if shrink is None:
         return _ReluBox.apply(c, r)
     l, u = c - r, c + r
@@ -103,11 +105,11 @@ def ibp_forward(layers, c, r, C=None, relu_shrinkage=None, store=False, keep_bou
     for i, layer in enumerate(layers):
         if isinstance(layer, ReLULayer):
             if not keep_bounds:
-                c, r = _relu_box(c, r, relu_shrinkage)
+                c, r = relu_box(c, r, relu_shrinkage)
                 continue
             l, u = c - r, c + r
             relu_bounds[i] = (l, u)
-            c, r = _ReluBoxLU.apply(l, u) if relu_shrinkage is None else _relu_box(c, r, relu_shrinkage)
+            c, r = _ReluBoxLU.apply(l, u) if relu_shrinkage is None else relu_box(c, r, relu_shrinkage)
         elif i == n - 1 and C is not None and isinstance(layer, LinearLayer):
             W, b = layer.folded(C)  # (B, S, in), (B, S)
             c2 = torch.bmm(W, c.unsqueeze(-1)).squeeze(-1)

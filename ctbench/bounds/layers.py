@@ -26,7 +26,7 @@ from ctbench.errors import CTBenchError
 from ctbench.nn import Normalization
 
 
-def _bdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def batch_dot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """(B, S, *shape) · (B, *shape) → (B, S)."""
     return torch.bmm(A.flatten(2), v.flatten(1).unsqueeze(-1)).squeeze(-1)
 

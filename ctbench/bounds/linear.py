@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 
 from ctbench.bounds import fused
-from ctbench.bounds.ibp import _relu_box, ibp_forward
-from ctbench.bounds.layers import ReLULayer, _bdot, check_box, check_spec, parse_model
+from ctbench.bounds.ibp import ibp_forward, relu_box
+from ctbench.bounds.layers import ReLULayer, batch_dot, check_box, check_spec, parse_model
 
 #: Upper limit on the number of elements of one back-substitution coefficient tensor when
 #: bounding intermediate neurons by CROWN (rows are processed in chunks below this).
@@ -116,11 +116,11 @@ class _ReluBackCROWN(torch.autograd.Function):
         slope = torch.where(pos, a.unsqueeze(1), s.unsqueeze(1))
         A_new = A * slope
         A_neg = A.clamp(max=0)
-        d = _bdot(A_neg, t)
+        d = batch_dot(A_neg, t)
         if with_cut:
             lo = l.clamp(min=0)  # relu(l)
             w = uc - lo  # relu(u) − relu(l)
-            cut = _bdot(A, lo) + _bdot(A_neg, w)
+            cut = batch_dot(A, lo) + batch_dot(A_neg, w)
             ctx.save_for_backward(A_neg, slope, lc, uc, den, s, t, A, lo, w)
         else:
             cut = d.new_empty(0)
@@ -201,7 +201,7 @@ def relu_back(A, l, u, alpha=None):
     lo_slope = torch.where(unstable_mask(l, u).unsqueeze(1), alpha, adaptive.unsqueeze(1))
     A_neg = A.clamp(max=0)
     A_new = (A - A_neg) * lo_slope + A_neg * up_slope.unsqueeze(1)
-    d = _bdot(A_neg, up_icpt)
+    d = batch_dot(A_neg, up_icpt)
     return A_new, d
 
 
@@ -281,8 +281,9 @@ def backsub_lower(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, cut_poi
     return lb if best is None else torch.maximum(lb, best)
 
 
-def _crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
-    """CROWN bounds of the ReLU-input neurons at layer i that are unstable under [l, u], intersected."""
+def crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
+    """CROWN bounds of the ReLU-input neurons at layer i that are unstable under [l, u], intersected.
+    A primitive of the bound engine, also used by branch and bound (``ctbench.certify.bab``)."""
     B = l.shape[0]
     shape = l.shape[1:]
     lf, uf = l.flatten(1), u.flatten(1)
@@ -318,10 +319,10 @@ def intermediate_bounds(layers, c_in, r_in, mode="IBP", relu_shrinkage=None):
     c, r = c_in, r_in
     for i, layer in enumerate(layers):
         if isinstance(layer, ReLULayer):
-            l, u = _crown_tighten(layers, i, c - r, c + r, relu_bounds, c_in, r_in)
+            l, u = crown_tighten(layers, i, c - r, c + r, relu_bounds, c_in, r_in)
             relu_bounds[i] = (l, u)
             c, r = (u + l) * 0.5, (u - l) * 0.5
-            c, r = _relu_box(c, r)
+            c, r = relu_box(c, r)
         else:
             c, r = layer.ibp(c, r)
     return relu_bounds, (c, r)

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ctbench.bounds.ibp import _relu_box
-from ctbench.bounds.layers import ReLULayer, _bdot, parse_model
-from ctbench.bounds.linear import _crown_tighten, intermediate_bounds, relu_back
+from ctbench.bounds.ibp import relu_box
+from ctbench.bounds.layers import ReLULayer, batch_dot, parse_model
+from ctbench.bounds.linear import crown_tighten, intermediate_bounds, relu_back
 from ctbench.certify.lp import solve_lp
 
 EMPTY_TOL = 1e-9
@@ -80,7 +80,7 @@ def backsub(layers, upto, A, relu_bounds, c_in, r_in, alphas=None, record=False,
             A, d = layer.back(A)
         if d is not None:
             d_total = d_total + d
-    lb = _bdot(A, c_in) - _bdot(A.abs(), r_in) + d_total
+    lb = batch_dot(A, c_in) - batch_dot(A.abs(), r_in) + d_total
     return lb, A, d_total, records
 
 
@@ -123,14 +123,14 @@ class _Problem:
                 rl, ru = self.root_bounds[i]
                 l, u = torch.maximum(c - r, rl), torch.minimum(c + r, ru)
                 if self.intermediate == "CROWN" and i != self.relu_idx[0]:
-                    l, u = _crown_tighten(self.layers, i, l, u, bounds, c_in, r_in)
+                    l, u = crown_tighten(self.layers, i, l, u, bounds, c_in, r_in)
                 s = splits[i]
                 l = torch.where(s > 0, l.clamp(min=0), l)
                 u = torch.where(s < 0, u.clamp(max=0), u)
                 empty |= ((l - u) > EMPTY_TOL).flatten(1).any(1)
                 u = torch.maximum(u, l)
                 bounds[i] = (l, u)
-                c, r = _relu_box((u + l) / 2, (u - l) / 2)
+                c, r = relu_box((u + l) / 2, (u - l) / 2)
             else:
                 c, r = layer.ibp(c, r)
         return bounds, empty
