@@ -23,7 +23,7 @@
 #                                 `snakemake results/table1.csv` trains only Table 1's cells
 #
 # {eps} is a path token: "0.1", "2_255" (= 2/255). Every rule calls the ctbench CLI. Every stage of a
-# cell carries its fingerprint (ctbench.grid.fingerprint) as a param and inside its output, so a changed
+# cell carries its fingerprint (ctbench.fingerprint) as a param and inside its output, so a changed
 # cell re-runs from the first changed stage on, whether or not the files in between still exist.
 import sys
 

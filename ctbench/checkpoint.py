@@ -16,7 +16,7 @@ Everything is saved as tensors + plain dicts / lists / str / int / float, so bot
 ``train/candidates.pt`` (once, when training finished)::
 
     {"format": "ctbench-train-candidates", "version": 1, "config": json str, "config_hash": str,
-     "fingerprint": str (the training run's, ctbench.grid.fingerprint.train_fingerprint),
+     "fingerprint": str (the training run's, ctbench.fingerprint.train_fingerprint),
      "last": {"epoch", "state_dict"}, "best": {"epoch", "metric", "state_dict"} | None,
      "swa": {"epoch", "n_averaged", "state_dict"} | None}
 

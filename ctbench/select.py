@@ -21,7 +21,7 @@ import os
 
 from ctbench.checkpoint import load_candidates
 from ctbench.config import config_hash
-from ctbench.grid.fingerprint import check_expected
+from ctbench.fingerprint import check_expected
 from ctbench.modelfile import save_model
 from ctbench.models import create_model
 

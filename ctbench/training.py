@@ -28,7 +28,7 @@ Outputs under ``out_dir``::
                           Snakemake DAG does: its ``select`` rule writes it)
     config.yaml           the resolved config (written at the start)
 
-A training run is identified by its fingerprint (``ctbench.grid.fingerprint.train_fingerprint``: the
+A training run is identified by its fingerprint (``ctbench.fingerprint.train_fingerprint``: the
 resolved config and the run-length limits ``subset`` / ``max_steps``); the checkpoint, the candidates
 and ``model.pt`` carry it. A checkpoint of another run is refused, or — with
 ``on_config_change="restart"`` — moved to ``train/stale/`` and training starts afresh.
@@ -59,7 +59,7 @@ from ctbench.checkpoint import (
 )
 from ctbench.config import config_hash, to_json
 from ctbench.errors import CTBenchError
-from ctbench.grid.fingerprint import train_fingerprint
+from ctbench.fingerprint import train_fingerprint
 from ctbench.io import write_text
 from ctbench.logs import duration, progress
 from ctbench.methods import create_method

@@ -89,8 +89,8 @@ def test_tightness_margin_subsets_do_not_depend_on_batching_or_other_eps():
 # ----------------------------------------------------------------------------- whole split (item 3)
 
 def test_per_model_analyses_default_to_the_whole_split_and_explicit_n_keeps_its_settings():
+    from ctbench.fingerprint import stage_fingerprint
     from ctbench.grid import DEFAULT_ANALYSIS, Grid, load_yaml
-    from ctbench.grid.fingerprint import stage_fingerprint
 
     assert DEFAULT_ANALYSIS["n"] is None
     cfg = load_yaml("config/ci.yaml")

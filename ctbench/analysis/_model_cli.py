@@ -76,7 +76,7 @@ def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
     eps = [parse_eps(e) for e in args.eps] if args.eps else []
     device = resolve_device(args.device)
     model, meta, dataset, spec = load_for_certification(args.model, args.dataset, args.split, args.data_root)
-    from ctbench.grid.fingerprint import check_expected, parse_expect
+    from ctbench.fingerprint import check_expected, parse_expect
 
     check_expected(args.model, (meta.get("provenance") or {}).get("fingerprints"), parse_expect(args.expect))
     model.to(device)

@@ -55,7 +55,7 @@ def model_attrs(model_path, meta: dict, dataset: str, split: str, *, fingerprint
     ``expect`` (stage → fingerprint) refuses a model made for another configuration; ``fingerprint`` is
     recorded as ``fingerprints[fingerprint_stage]`` next to the model's own (train, select) and
     ``extra_fingerprints`` (e.g. the certificates' ``certify`` for an attack)."""
-    from ctbench.grid.fingerprint import check_expected
+    from ctbench.fingerprint import check_expected
 
     cfg = meta.get("config") or {}
     prov = meta.get("provenance") or {}

@@ -29,7 +29,7 @@ from ctbench.io import atomic_path, write_json
 def summarize(certify_path, attack_path=None, *, fingerprint: str | None = None, expect: dict | None = None) -> dict:
     """The cell's summary row (see module docstring). ``expect`` (stage → fingerprint) refuses inputs made
     for another configuration; the row's ``fingerprints`` are the inputs' plus ``summarize``."""
-    from ctbench.grid.fingerprint import check_expected
+    from ctbench.fingerprint import check_expected
 
     data, attrs = hdf5.read_h5(certify_path)
     if attrs.get("format") != hdf5.CERTIFY_FORMAT:

@@ -1,5 +1,5 @@
 """Options every stage command of the workflow shares: its own fingerprint and its inputs' expected ones
-(``ctbench.grid.fingerprint``)."""
+(``ctbench.fingerprint``)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
 
     from ctbench.certify.attack import attack_file
-    from ctbench.grid.fingerprint import parse_expect
+    from ctbench.fingerprint import parse_expect
 
     res = attack_file(
         args.model,

@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
 
     from ctbench.certify import certify_file
-    from ctbench.grid.fingerprint import parse_expect
+    from ctbench.fingerprint import parse_expect
 
     counts = certify_file(
         args.model,

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ctbench.grid.fingerprint import parse_expect
+    from ctbench.fingerprint import parse_expect
     from ctbench.io import check_writable
     from ctbench.select import select_model
 

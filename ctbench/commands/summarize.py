@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ctbench.certify.summarize import summarize, write_summary
-    from ctbench.grid.fingerprint import parse_expect
+    from ctbench.fingerprint import parse_expect
     from ctbench.io import check_writable
 
     metrics = args.metrics or args.out.with_name("metrics.json")

@@ -88,8 +88,8 @@ def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
     """``(config, run options)`` from a cell.json; refuses flags that would change what it says."""
     import json
 
+    from ctbench.fingerprint import train_fingerprint
     from ctbench.grid import CELL_FORMAT
-    from ctbench.grid.fingerprint import train_fingerprint
 
     given = [f"--{k.replace('_', '-')}" for k in ("dataset", "eps", "method", "model", "setting", "epochs",
                                                   "scale_schedule", "subset", "max_steps", "hparams")

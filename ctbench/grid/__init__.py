@@ -3,7 +3,7 @@
 :class:`Grid` turns a grid configuration (``config/config.yaml``; keys in ``config/README.md``) into its
 cells (``ctbench.grid.cells``) and, for each cell, the single resolved configuration of every stage —
 the training config (``hparams.yaml`` ← ``overrides`` ← the variant's ``set``), the certification and
-attack settings — and their fingerprints (``ctbench.grid.fingerprint``). The Snakefile's params, the
+attack settings — and their fingerprints (``ctbench.fingerprint``). The Snakefile's params, the
 ``cell.json`` file the train job trains from, and the check in ``ctbench report`` all come from here,
 so what re-runs and what runs cannot disagree (DESIGN.md, "one resolution of a cell").
 
@@ -23,8 +23,8 @@ import logging
 from ctbench import core
 from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
 from ctbench.errors import CTBenchError
+from ctbench.fingerprint import stage_fingerprint, train_fingerprint
 from ctbench.grid.cells import VARIANT_RE, Cell, expand, setting_tokens, table1_cells, variants
-from ctbench.grid.fingerprint import stage_fingerprint, train_fingerprint
 from ctbench.grid.load import check_schema, did_you_mean, load_yaml
 
 __all__ = ["Cell", "Grid", "load_yaml", "CELL_FORMAT"]
@@ -181,7 +181,7 @@ class Grid:
 
     @functools.cache  # noqa: B019
     def fingerprints(self, cell: Cell) -> dict[str, str]:
-        """Fingerprint of every stage of the cell (``ctbench.grid.fingerprint``)."""
+        """Fingerprint of every stage of the cell (``ctbench.fingerprint``)."""
         fp = {"train": train_fingerprint(self.train_config(cell), self.limits(), self.version("train"))}
         fp["select"] = stage_fingerprint("select", self.version("select"), {"train": fp["train"]})
         fp["certify"] = stage_fingerprint("certify", self.version("certify"), {"select": fp["select"]},

@@ -13,7 +13,7 @@ import ctbench.analysis as ctbench_analysis
 from ctbench.core import SCHEMAS
 from ctbench.errors import CTBenchError
 from ctbench.grid import Grid
-from ctbench.grid.fingerprint import digest
+from ctbench.fingerprint import digest
 from ctbench.grid import stale
 from ctbench.io import write_json
 
