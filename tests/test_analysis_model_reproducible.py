@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from ctbench.analysis import style
-from ctbench.analysis._model_cli import with_certification
 from ctbench.analysis.fragmentation import fragmentation
-from ctbench.analysis.tables import read_table
+from ctbench.analysis.tables import read_table, with_certification
 from ctbench.analysis.tightness import figure as tightness_figure
 from ctbench.analysis.tightness import tightness
 from ctbench.cli import main

@@ -177,39 +177,6 @@ def with_identity(df, loaded: Loaded):
     return df
 
 
-def with_certification(tables, metrics_paths) -> list:
-    """The tables (``(DataFrame, provenance)`` pairs of :func:`ctbench.analysis.tables.read_table`) with the
-    cascade's certified accuracy of their model, from the cells' ``metrics.json`` (``ctbench summarize``),
-    matched by the model file's sha256: columns ``cert_acc`` (percent, at the cell's training ε),
-    ``cert_n`` (samples certified), ``cert_metrics`` (the file). A table whose model has no metrics file
-    gets none (NaN); a metrics file of no table's model is a CTBenchError (the wrong files were given).
-    Returns the DataFrames, in order (paper Fig. 5 plots certified accuracy against tightness)."""
-    import json
-
-    by_model = {}
-    for path in map(Path, metrics_paths):
-        try:
-            m = json.loads(path.read_text())
-            by_model[m["model_sha256"]] = (path, 100.0 * float(m["cert_acc"]), m.get("n"))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CTBenchError(f"cannot read the certified accuracy from {path}: {e}") from None
-    out, used = [], set()
-    for df, provenance in tables:
-        sha = (provenance or {}).get("model_sha256")
-        df = df.copy()
-        if sha in by_model:
-            used.add(sha)
-            path, acc, n = by_model[sha]
-            df["cert_acc"], df["cert_n"], df["cert_metrics"] = acc, n, str(path)
-        else:
-            df["cert_acc"], df["cert_n"], df["cert_metrics"] = float("nan"), None, ""
-        out.append(df)
-    stray = [str(by_model[s][0]) for s in by_model if s not in used]
-    if stray:
-        raise CTBenchError(f"metrics of a model no table was computed on: {', '.join(stray)}")
-    return out
-
-
 def write(df, args: argparse.Namespace, loaded: Loaded, analysis: str, settings: dict) -> None:
     """Write ``df`` to ``--out`` with the provenance (``ctbench.analysis.tables.write_table``)."""
     from ctbench.analysis.tables import write_table

@@ -67,7 +67,7 @@ def _figure(args: argparse.Namespace) -> int:
     if args.metrics:
         if not getattr(module, "USES_METRICS", False):
             raise CTBenchError(f"the {args.name} figure does not use --metrics")
-        from ctbench.analysis._model_cli import with_certification
+        from ctbench.analysis.tables import with_certification
 
         frames = with_certification(tables, args.metrics)
     else:
