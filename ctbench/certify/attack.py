@@ -18,7 +18,6 @@ accuracy). A sample that is certified there but broken here is a soundness bug: 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -34,10 +33,10 @@ from ctbench.certify.run import (
     resolve_device,
     select_indices,
 )
+from ctbench.certify.runner import BatchRun, BatchState
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
 from ctbench.errors import CTBenchError
-from ctbench.logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +98,7 @@ def attack_file(
     the per-batch seeds gives the same file as an uninterrupted run (except timing). ``hook(event,
     info)`` is called after each persisted batch (progress, or a simulated kill in tests).
     """
-    import copy
-
-    attacks = [a.strip() for a in str(attack).split(",") if a.strip()]
-    if not attacks or len(set(attacks)) != len(attacks) or any(a not in ATTACKS for a in attacks):
-        known = ", ".join(ATTACKS)
-        raise CTBenchError(f"bad --attack {attack!r}: give one or more of {known}, comma-separated")
-    if steps < 0 or restarts < 1 or batch_size < 1:
-        raise CTBenchError("need steps >= 0, restarts >= 1 and batch size >= 1")
+    attacks = _check_attacks(attack, steps, restarts, batch_size)
     value, text = parse_eps(eps)
     dev = resolve_device(device)
     out = Path(out)
@@ -114,27 +106,9 @@ def attack_file(
     model, meta, ds, spec = load_for_certification(model_path, dataset, split, data_root)
     indices = np.asarray(select_indices(len(ds), start, n), dtype=np.int64)
     cert, cert_attrs = _read_certificates(certificates) if certificates is not None else (None, {})
-    model = model.to(dev).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model64 = copy.deepcopy(model).double().eval()
     N = len(indices)
-    settings = {
-        "attack": ",".join(attacks),
-        "steps": steps,
-        "restarts": restarts,
-        "loss": loss,
-        "seed": seed,
-        "batch_size": batch_size,
-        "autoattack_version": "standard" if "autoattack" in attacks else None,
-    }
-    cert_fp = {"certify": cert_attrs["fingerprints"]["certify"]} if "certify" in (
-        cert_attrs.get("fingerprints") or {}) else {}
-    attrs_model = model_attrs(model_path, meta, spec.name, split, fingerprint_stage="attack", fingerprint=fingerprint,
-                              expect=expect, extra_fingerprints=cert_fp)
-    if cert is not None and cert_attrs.get("model_sha256") != attrs_model["model_sha256"]:
-        raise CTBenchError(f"{certificates} certifies another model than {model_path} (model sha256 differs); "
-                           "certify this model first")
+    settings = _settings(attacks, steps=steps, restarts=restarts, loss=loss, seed=seed, batch_size=batch_size)
+    attrs_model = _model_attrs(model_path, meta, spec.name, split, fingerprint, expect, certificates, cert_attrs)
     fp = resume.fingerprint(
         {
             "settings": settings,
@@ -147,46 +121,96 @@ def attack_file(
         }
     )
     st = _AttackState(N, attacks)
-    spath = resume.state_path(out)
-    loaded = resume.load_state(spath, fp, st.names()) if resume_state else None
-    if loaded is not None:
-        st.restore(loaded)
-        logger.info("resuming from %s: %d batches done", spath, st.batches_done)
+    run = BatchRun(out, st, fp, n=N, batch_size=batch_size, desc=f"attack {out.name}", resume_state=resume_state,
+                   hook=hook)
     t_all = time.perf_counter()
-    n_batches = math.ceil(N / batch_size)
-    bar = progress(total=N, initial=min(N, st.batches_done * batch_size), unit="sample", desc=f"attack {out.name}")
-    for b in range(st.batches_done, n_batches):
-        sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
-        xs, ys = zip(*(ds[int(i)] for i in indices[sl]), strict=True)
-        x = torch.stack(xs).float().to(dev)
-        y = torch.as_tensor(ys, dtype=torch.int64, device=dev)
+    attacker = _Attacker(model, dev, attacks, value, steps, restarts, loss, seed, spec)
+    run.run(lambda b, sl: _load(ds, indices[sl], dev), lambda xy, b, sl: attacker.batch(st, *xy, b, sl))
+    datasets, res, extra = _results(st, indices, cert, certificates)
+    attrs = {
+        **hdf5.provenance_attrs(hdf5.ATTACK_FORMAT),
+        **attrs_model,
+        "eps": text,
+        "eps_float": value,
+        "attack": ",".join(attacks),
+        "attack_settings": settings,
+        "device": str(dev),
+        "wall_time_s": time.perf_counter() - t_all,
+        **extra,
+        **{f"count_{k}": v for k, v in res.items()},
+    }
+    run.finish(lambda: hdf5.write_h5(out, datasets, attrs, enum_datasets=()))
+    return {**res, **extra}
+
+
+def _settings(attacks: list[str], **kw) -> dict:
+    """The run's attack settings (``attack_settings`` of attack.h5, part of the resume fingerprint)."""
+    return {"attack": ",".join(attacks), **{k: kw[k] for k in ("steps", "restarts", "loss", "seed", "batch_size")},
+            "autoattack_version": "standard" if "autoattack" in attacks else None}
+
+
+def _model_attrs(model_path, meta, dataset, split, fingerprint, expect, certificates, cert_attrs) -> dict:
+    """The model's provenance attributes (with the certificates' fingerprint); certificates of another model
+    are refused."""
+    cert_fp = {"certify": cert_attrs["fingerprints"]["certify"]} if "certify" in (
+        cert_attrs.get("fingerprints") or {}) else {}
+    attrs_model = model_attrs(model_path, meta, dataset, split, fingerprint_stage="attack", fingerprint=fingerprint,
+                              expect=expect, extra_fingerprints=cert_fp)
+    if certificates is not None and cert_attrs.get("model_sha256") != attrs_model["model_sha256"]:
+        raise CTBenchError(f"{certificates} certifies another model than {model_path} (model sha256 differs); "
+                           "certify this model first")
+    return attrs_model
+
+
+def _check_attacks(attack: str, steps: int, restarts: int, batch_size: int) -> list[str]:
+    """The attacks named in ``attack`` (comma-separated, in order); a bad value or setting: one clear error."""
+    attacks = [a.strip() for a in str(attack).split(",") if a.strip()]
+    if not attacks or len(set(attacks)) != len(attacks) or any(a not in ATTACKS for a in attacks):
+        known = ", ".join(ATTACKS)
+        raise CTBenchError(f"bad --attack {attack!r}: give one or more of {known}, comma-separated")
+    if steps < 0 or restarts < 1 or batch_size < 1:
+        raise CTBenchError("need steps >= 0, restarts >= 1 and batch size >= 1")
+    return attacks
+
+
+def _load(ds, idx, dev):
+    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
+    return torch.stack(xs).float().to(dev), torch.as_tensor(ys, dtype=torch.int64, device=dev)
+
+
+class _Attacker:
+    """The attacks of one run, applied batch by batch to an :class:`_AttackState`."""
+
+    def __init__(self, model, dev, attacks, eps, steps, restarts, loss, seed, spec):
+        import copy
+
+        self.model = model.to(dev).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model64 = copy.deepcopy(self.model).double().eval()
+        self.attacks, self.eps, self.steps, self.restarts, self.loss = attacks, eps, steps, restarts, loss
+        self.seed, self.spec = seed, spec
+
+    def batch(self, st: _AttackState, x, y, b: int, sl: slice) -> None:
+        """Batch ``b`` (rows ``sl``): clean prediction, then each attack on the samples not broken yet."""
         t0 = time.perf_counter()
         with torch.no_grad():
-            logits = model(x)
-        if logits.shape[1] != spec.num_classes:
-            raise CTBenchError(f"model has {logits.shape[1]} outputs but {spec.name} has {spec.num_classes} classes")
+            logits = self.model(x)
+        if logits.shape[1] != self.spec.num_classes:
+            raise CTBenchError(f"model has {logits.shape[1]} outputs but {self.spec.name} has "
+                               f"{self.spec.num_classes} classes")
         p = logits.argmax(1)
         ok = p == y
         m = min_margin(logits, y)
         remaining = ok.nonzero().flatten()
         bb = torch.zeros_like(ok)
-        for a_i, name in enumerate(attacks):  # each attack only on the samples not broken yet
+        for a_i, name in enumerate(self.attacks):  # each attack only on the samples not broken yet
             if remaining.numel() == 0:
                 break
-            torch.manual_seed(seed + 7919 * b + a_i)  # per batch: a resumed run gives the same result
-            br, madv = attack_batch(
-                model,
-                model64,
-                x[remaining],
-                y[remaining],
-                value,
-                attack=name,
-                steps=steps,
-                restarts=restarts,
-                loss=loss,
-                num_classes=spec.num_classes,
-                seed=seed,
-            )
+            torch.manual_seed(self.seed + 7919 * b + a_i)  # per batch: a resumed run gives the same result
+            br, madv = attack_batch(self.model, self.model64, x[remaining], y[remaining], self.eps, attack=name,
+                                    steps=self.steps, restarts=self.restarts, loss=self.loss,
+                                    num_classes=self.spec.num_classes, seed=self.seed)
             m[remaining] = torch.minimum(m[remaining], madv)
             newly = torch.zeros_like(ok)
             newly[remaining[br]] = True
@@ -197,13 +221,12 @@ def attack_file(
         st.label[sl], st.pred[sl] = y.cpu().numpy(), p.cpu().numpy()
         st.nat_correct[sl] = ok.cpu().numpy()
         st.adv_margin[sl] = m.cpu().numpy()
-        st.time_s[sl] = (time.perf_counter() - t0) / len(ys)
-        st.batches_done = b + 1
-        resume.save_state(spath, fp, st.arrays())
-        bar.update(sl.stop - sl.start)
-        if hook:
-            hook("batch", {"batch": b, "n_batches": n_batches})
-    bar.close()
+        st.time_s[sl] = (time.perf_counter() - t0) / len(y)
+
+
+def _results(st: _AttackState, indices, cert, certificates) -> tuple[dict, dict, dict]:
+    """``(datasets of attack.h5, counts, extra attributes)``; with certificates, a verifier counterexample
+    also breaks a sample, and a certified sample that the attack broke is a soundness bug (logged)."""
     label, pred, nat_correct, broken = st.label, st.pred, st.nat_correct, st.broken
     per_attack, adv_margin, time_s = st.per_attack, st.adv_margin, st.time_s
     adv_correct = nat_correct & ~broken
@@ -230,30 +253,16 @@ def attack_file(
     datasets["adv_correct"] = adv_correct
     datasets["time_s"] = time_s
     res = {
-        "n": N,
+        "n": len(indices),
         "nat_correct": int(nat_correct.sum()),
         "attack_broken": int(broken.sum()),
         "adv_correct": int(adv_correct.sum()),
     }
-    attrs = {
-        **hdf5.provenance_attrs(hdf5.ATTACK_FORMAT),
-        **attrs_model,
-        "eps": text,
-        "eps_float": value,
-        "attack": ",".join(attacks),
-        "attack_settings": settings,
-        "device": str(dev),
-        "wall_time_s": time.perf_counter() - t_all,
-        **extra,
-        **{f"count_{k}": v for k, v in res.items()},
-    }
-    hdf5.write_h5(out, datasets, attrs, enum_datasets=())
-    spath.unlink(missing_ok=True)
-    return {**res, **extra}
+    return datasets, res, extra
 
 
-class _AttackState:
-    """The per-sample vectors of an attack run and how many batches are done (see :mod:`.resume`)."""
+class _AttackState(BatchState):
+    """The per-sample vectors of an attack run and how many batches are done (see :mod:`.runner`)."""
 
     def __init__(self, N: int, attacks: list[str]):
         self.label, self.pred = np.zeros(N, np.int16), np.zeros(N, np.int16)
@@ -262,22 +271,20 @@ class _AttackState:
         self.adv_margin, self.time_s = np.full(N, np.nan, np.float32), np.zeros(N, np.float32)
         self.batches_done = 0
 
-    _FIELDS = ("label", "pred", "nat_correct", "broken", "adv_margin", "time_s")
+    FIELDS = ("label", "pred", "nat_correct", "broken", "adv_margin", "time_s")
 
     def names(self) -> list[str]:
-        return [*self._FIELDS, *(f"broken_by_{a}" for a in self.per_attack), "batches_done"]
+        return [*self.FIELDS, *(f"broken_by_{a}" for a in self.per_attack), "batches_done"]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        d = {k: getattr(self, k) for k in self._FIELDS}
+        d = {k: getattr(self, k) for k in self.FIELDS}
         d.update({f"broken_by_{a}": v for a, v in self.per_attack.items()})
         return {**d, "batches_done": np.array(self.batches_done)}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        for k in self._FIELDS:
-            setattr(self, k, arrays[k])
+        super().restore(arrays)
         for a in self.per_attack:
             self.per_attack[a] = arrays[f"broken_by_{a}"]
-        self.batches_done = int(arrays["batches_done"])
 
 
 def _read_certificates(path):
