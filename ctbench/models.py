@@ -22,13 +22,12 @@ Initialisation (paper §4.1, App. C.2): certified methods use the IBP initialisa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ctbench.errors import CTBenchError
 from ctbench.nn import Normalization
 from ctbench.registry import Registry
 
@@ -159,18 +158,3 @@ def input_spec_for(dataset: str) -> InputSpec:
     ds = get_spec(dataset)
     # mnist_mini shares MNIST's geometry and statistics.
     return InputSpec(tuple(ds.shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), name=ds.name)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def check_supported(model: nn.Module, allowed: Sequence[type] | None = None) -> None:
-    """Raise :class:`CTBenchError` if ``model`` is not a Sequential of layers the bound engine supports."""
-    default = (Normalization, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten)
-    allowed = tuple(allowed or default)
-    if not isinstance(model, nn.Sequential):
-        raise CTBenchError(f"expected an nn.Sequential model, got {type(model).__name__}")
-    for i, layer in enumerate(model):
-        if not isinstance(layer, allowed):
-            raise CTBenchError(f"layer {i} ({type(layer).__name__}) is not supported by the bound engine")

@@ -19,7 +19,7 @@ from _certify_helpers import run_cli
 from ctbench.bounds import margin_spec
 from ctbench.certify import Status
 from ctbench.certify.cascade import CertifySettings, certify_model
-from ctbench.certify.external import Workspace, abcrown_config, locate_abcrown, verify_one
+from ctbench.certify.external import Workspace, abcrown_config, locate_abcrown, verify_many
 from ctbench.certify.hdf5 import read_h5
 from ctbench.certify.milp import milp_verify
 from ctbench.certify.vnncomp import (
@@ -212,7 +212,7 @@ def test_external_verifier_agrees_with_milp(verifier, abcrown_like, tmp_path):
         exact = milp_verify(model64, lo, hi, margin_spec(torch.tensor([y]), CLASSES, dtype=torch.float64),
                             deadline=time.monotonic() + 60)  # fmt: skip
         ws = Workspace(model, IN_SHAPE)
-        ans = verify_one(verifier, ws, lo, hi, y, CLASSES, deadline=time.monotonic() + 60)
+        (ans,) = verify_many(verifier, ws, [(lo, hi)], [y], [60.0], CLASSES)
         assert (exact.status, ans.verdict) in (("verified", "unsat"), ("falsified", "sat")), (seed, exact, ans)
         agree[ans.verdict] += 1
         if ans.verdict == "sat":  # the reported point is a real counterexample of the model
@@ -302,7 +302,7 @@ def test_marabou_on_a_convolutional_net_agrees_with_milp():
         lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
         exact = milp_verify(model64, lo, hi, margin_spec(torch.tensor([y]), CLASSES, dtype=torch.float64),
                             deadline=time.monotonic() + 60)  # fmt: skip
-        ans = verify_one("Marabou", Workspace(model, (1, 4, 4)), lo, hi, y, CLASSES, deadline=time.monotonic() + 60)
+        (ans,) = verify_many("Marabou", Workspace(model, (1, 4, 4)), [(lo, hi)], [y], [60.0], CLASSES)
         assert (exact.status, ans.verdict) in (("verified", "unsat"), ("falsified", "sat")), (seed, exact, ans)
         answers.add(ans.verdict)
     assert answers == {"unsat", "sat"}

@@ -39,7 +39,6 @@ import torch
 from ctbench.errors import CTBenchError
 
 ENV = "CTBENCH_COMPILE"
-MODES = ("auto", "on", "off")
 _ENV_VALUES = {"": "auto", "auto": "auto", "1": "on", "true": "on", "yes": "on", "on": "on",
                "0": "off", "false": "off", "no": "off", "off": "off"}
 #: ``auto`` compiles a relaxation call whose ``A`` has at least this many elements (CNN7 at batch 128:

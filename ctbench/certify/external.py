@@ -418,11 +418,3 @@ def verify_many(name: str, workspace: Workspace, boxes, labels, budgets, num_cla
         for path, _ in queries:
             path.unlink(missing_ok=True)
     return answers
-
-
-def verify_one(name: str, workspace: Workspace, lower64, upper64, label: int, num_classes: int, *,
-               deadline: float, settings=None, device: str = "cpu") -> ExternalAnswer:
-    """Ask verifier ``name`` about one sample's box (pixel space, (1, *in) float64) and label."""
-    budget = deadline - time.monotonic()
-    return verify_many(name, workspace, [(lower64, upper64)], [label], [budget], num_classes,
-                       settings=settings, device=device)[0]

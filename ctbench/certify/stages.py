@@ -391,6 +391,3 @@ def check_stages(names) -> tuple[str, ...]:
         raise CTBenchError(f"duplicate certification stage in {','.join(names)}")
     return names
 
-
-def timer() -> float:
-    return time.perf_counter()

@@ -12,7 +12,8 @@ Robust loss: ``L_rob = α·L_IBP + (1 − α)·L_PGD`` (α = IBP coefficient), p
 Both parts are always computed (also for α ∈ {0, 1}; the IBP pass draws no random numbers, so the PGD
 part is identical to :class:`~ctbench.methods.pgd.PGD` under the same seed). Robust-accuracy estimate:
 accuracy at ``x_adv`` (as the original; MTL-IBP is selected by SWA / last epoch, ``model_selection:
-last``). Subclasses change only :meth:`MTLIBP.combine`: EXP-IBP (``exp_ibp.py``), CC-IBP (``cc_ibp.py``).
+last``). The combination is :meth:`MTLIBP.combine` (the original's EXP-IBP and CC-IBP subclasses change only
+that; they are not part of the benchmark and not implemented here).
 
 Hyperparameters (``config/hparams.yaml``): ``ibp_coef`` (α; Tables 6-10 "IBP coefficient"),
 ``attack_eps_scale`` (s), ``attack_steps`` (1 except CIFAR-10 2/255), ``attack_restarts``,
