@@ -29,8 +29,7 @@ from typing import Any
 
 import yaml
 
-from ctbench.core import (  # noqa: F401 - EPS_FORMS, eps_token, same_eps, setting_key: re-exported
-    EPS_FORMS,
+from ctbench.core import (
     SCHEMAS,
     SETTING_DATASET,
     canonical_json,
@@ -39,7 +38,6 @@ from ctbench.core import (  # noqa: F401 - EPS_FORMS, eps_token, same_eps, setti
     parse_eps,
     read_yaml,
     same_eps,
-    setting_key,
     sub_schema,
     validate,
 )

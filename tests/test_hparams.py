@@ -13,17 +13,8 @@ import math
 import pytest
 import yaml
 
-from ctbench.config import (
-    DEFAULT_HPARAMS,
-    config_hash,
-    eps_token,
-    load_hparams,
-    load_schema,
-    parse_eps,
-    parse_overrides,
-    resolve,
-    validate,
-)
+from ctbench.config import DEFAULT_HPARAMS, config_hash, load_hparams, load_schema, parse_overrides, resolve
+from ctbench.core import eps_token, parse_eps, validate
 from ctbench.errors import CTBenchError
 
 COLUMNS = ["pgd", "edac", "ibp", "crown_ibp", "sabr", "taps", "staps", "mtl_ibp"]

@@ -42,7 +42,7 @@ def _check(args: argparse.Namespace) -> int:
     from torch import nn
 
     from ctbench.bounds import BOUND_METHODS, clean_forward_and_freeze_bn, compute_bounds, margin_spec
-    from ctbench.config import parse_eps
+    from ctbench.core import parse_eps
     from ctbench.errors import CTBenchError
     from ctbench.nn import Normalization
 

@@ -116,14 +116,8 @@ def _cell_config(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def build_config(args: argparse.Namespace) -> dict:
     """Validate the command line and resolve the config (raises CTBenchError; writes nothing)."""
-    from ctbench.config import (
-        SETTING_DATASET,
-        find_setting,
-        load_hparams,
-        parse_eps,
-        parse_overrides,
-        resolve,
-    )
+    from ctbench.config import find_setting, load_hparams, parse_overrides, resolve
+    from ctbench.core import SETTING_DATASET, parse_eps
     from ctbench.data import get_spec
     from ctbench.methods import get_method
     from ctbench.models import MODELS

@@ -21,7 +21,7 @@ import functools
 import logging
 
 from ctbench import core
-from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve, validate
+from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve
 from ctbench.errors import CTBenchError
 from ctbench.fingerprint import stage_fingerprint, train_fingerprint
 from ctbench.grid.cells import VARIANT_RE, Cell, expand, setting_tokens, table1_cells, variants
@@ -126,7 +126,7 @@ class Grid:
             if key not in keys:
                 raise CTBenchError(f"config: {where}.{key}: unknown hyperparameter{did_you_mean(key, keys)}")
             if value is not None:
-                validate({key: value}, props, what=f"config: {where}")
+                core.validate({key: value}, props, what=f"config: {where}")
 
     # -- cells ------------------------------------------------------------------------------------
 
