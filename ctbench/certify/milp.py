@@ -75,62 +75,7 @@ def _milp(model, lo, hi, C, *, deadline, tol):
     if not todo:
         return CompleteResult("verified", proven)
 
-    h = _highs(max(deadline - time.monotonic(), 1e-3))
-    for key, value in (
-        ("mip_feasibility_tolerance", 1e-9),
-        ("primal_feasibility_tolerance", 1e-9),
-        ("mip_rel_gap", 0.0),
-    ):
-        h.setOptionValue(key, value)
-    n_in = lo[0].numel()
-    h.addVars(n_in, lo.flatten().numpy(), hi.flatten().numpy())
-    prev = np.arange(n_in)  # column indices of the previous layer's values
-    ncol = n_in
-    relu_list = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
-    for (W, b), i in zip(segs[:-1], relu_list, strict=True):
-        l = relu_bounds[i][0].flatten().numpy()
-        u = relu_bounds[i][1].flatten().numpy()
-        m = W.shape[0]
-        a_cols = ncol + np.arange(m)
-        h.addVars(m, np.zeros(m), np.maximum(u, 0.0))
-        ncol += m
-        unstable = (l < 0) & (u > 0)
-        active = l >= 0
-        nu = int(unstable.sum())
-        d_cols = ncol + np.arange(nu)
-        if nu:
-            h.addVars(nu, np.zeros(nu), np.ones(nu))
-            h.changeColsIntegrality(
-                nu, d_cols.astype(np.int32), np.full(nu, highspy.HighsVarType.kInteger, np.uint8)
-            )
-            ncol += nu
-        rows = []  # (coeffs over all cols as dict-free dense block, lower, upper)
-        # a - W a_prev: dense block over [prev cols, a cols, delta cols]
-        total = ncol
-        for sel, lower, upper, use_delta in (
-            (active, b, b, None),  # a = z (stable active)
-            (unstable, b, np.full(m, INF), None),  # a - z >= 0
-            (unstable, np.full(m, -INF), b - l, "l"),  # a - z - l·δ <= b - l
-        ):
-            k = np.nonzero(sel)[0]
-            if k.size == 0:
-                continue
-            G = np.zeros((k.size, total))
-            G[:, prev] = -W[k]
-            G[np.arange(k.size), a_cols[k]] = 1.0
-            if use_delta == "l":
-                pos = np.cumsum(unstable) - 1
-                G[np.arange(k.size), d_cols[pos[k]]] = -l[k]
-            rows.append((G, lower[k], upper[k]))
-        ku = np.nonzero(unstable)[0]
-        if ku.size:  # a - u·δ <= 0
-            G = np.zeros((ku.size, total))
-            G[np.arange(ku.size), a_cols[ku]] = 1.0
-            G[np.arange(ku.size), d_cols] = -u[ku]
-            rows.append((G, np.full(ku.size, -INF), np.zeros(ku.size)))
-        for G, lower, upper in rows:
-            _add_dense_rows(h, G, np.asarray(lower, np.float64), np.asarray(upper, np.float64))
-        prev = a_cols
+    h, n_in, prev, ncol = _build_milp(layers, relu_bounds, segs, lo, hi, deadline)
     W, b = segs[-1]
     worst_bound = float("inf")
     sound_lb = float(root_lb[0].min())  # reported when undecided: the (sound) CROWN bound
@@ -160,3 +105,72 @@ def _milp(model, lo, hi, C, *, deadline, tol):
             return CompleteResult("timeout", sound_lb)
         return CompleteResult("unknown", sound_lb)
     return CompleteResult("verified", min(proven, worst_bound))
+
+
+def _build_milp(layers, relu_bounds, segs, lo, hi, deadline):
+    """The HiGHS model of the network on the input box (big-M encoding of every ReLU, module docstring):
+    ``(highs, number of input columns, columns of the last ReLU layer's outputs, number of columns)``."""
+    h = _highs(max(deadline - time.monotonic(), 1e-3))
+    for key, value in (
+        ("mip_feasibility_tolerance", 1e-9),
+        ("primal_feasibility_tolerance", 1e-9),
+        ("mip_rel_gap", 0.0),
+    ):
+        h.setOptionValue(key, value)
+    n_in = lo[0].numel()
+    h.addVars(n_in, lo.flatten().numpy(), hi.flatten().numpy())
+    prev = np.arange(n_in)  # column indices of the previous layer's values
+    ncol = n_in
+    relu_list = [i for i, layer in enumerate(layers) if isinstance(layer, ReLULayer)]
+    for (W, b), i in zip(segs[:-1], relu_list, strict=True):
+        l = relu_bounds[i][0].flatten().numpy()
+        u = relu_bounds[i][1].flatten().numpy()
+        prev, ncol = _add_relu_layer(h, W, b, l, u, prev, ncol)
+    return h, n_in, prev, ncol
+
+
+def _add_relu_layer(h, W, b, l, u, prev, ncol):
+    """Add ``a = relu(W·prev + b)`` with pre-activation bounds ``[l, u]``; returns ``(a's columns, ncol)``."""
+    import highspy
+
+    m = W.shape[0]
+    a_cols = ncol + np.arange(m)
+    h.addVars(m, np.zeros(m), np.maximum(u, 0.0))
+    ncol += m
+    unstable = (l < 0) & (u > 0)
+    active = l >= 0
+    nu = int(unstable.sum())
+    d_cols = ncol + np.arange(nu)
+    if nu:
+        h.addVars(nu, np.zeros(nu), np.ones(nu))
+        h.changeColsIntegrality(
+            nu, d_cols.astype(np.int32), np.full(nu, highspy.HighsVarType.kInteger, np.uint8)
+        )
+        ncol += nu
+    rows = []  # (coeffs over all cols as dict-free dense block, lower, upper)
+    # a - W a_prev: dense block over [prev cols, a cols, delta cols]
+    total = ncol
+    for sel, lower, upper, use_delta in (
+        (active, b, b, None),  # a = z (stable active)
+        (unstable, b, np.full(m, INF), None),  # a - z >= 0
+        (unstable, np.full(m, -INF), b - l, "l"),  # a - z - l·δ <= b - l
+    ):
+        k = np.nonzero(sel)[0]
+        if k.size == 0:
+            continue
+        G = np.zeros((k.size, total))
+        G[:, prev] = -W[k]
+        G[np.arange(k.size), a_cols[k]] = 1.0
+        if use_delta == "l":
+            pos = np.cumsum(unstable) - 1
+            G[np.arange(k.size), d_cols[pos[k]]] = -l[k]
+        rows.append((G, lower[k], upper[k]))
+    ku = np.nonzero(unstable)[0]
+    if ku.size:  # a - u·δ <= 0
+        G = np.zeros((ku.size, total))
+        G[np.arange(ku.size), a_cols[ku]] = 1.0
+        G[np.arange(ku.size), d_cols] = -u[ku]
+        rows.append((G, np.full(ku.size, -INF), np.zeros(ku.size)))
+    for G, lower, upper in rows:
+        _add_dense_rows(h, G, np.asarray(lower, np.float64), np.asarray(upper, np.float64))
+    return a_cols, ncol
