@@ -75,29 +75,48 @@ def summarize(certify_path, attack_path=None, *, fingerprint: str | None = None,
         row[key] = row.get(f"cert_acc_upto_{s}", float("nan"))
     adv = data["nat_correct"] & ~falsified
     if attack_path is not None:
-        adata, aattrs = hdf5.read_h5(attack_path)
-        if aattrs.get("format") != hdf5.ATTACK_FORMAT:
-            raise CTBenchError(f"{attack_path} is not a ctbench attack file")
-        if aattrs.get("model_sha256") != attrs.get("model_sha256"):
-            raise CTBenchError(f"{attack_path} attacks another model than {certify_path} certifies "
-                               "(model sha256 differs); re-run the attack")
-        afp = aattrs.get("fingerprints") or {}
-        check_expected(attack_path, afp, {k: v for k, v in (expect or {}).items() if k == "attack"})
-        if "attack" in afp:
-            fingerprints["attack"] = afp["attack"]
-        lookup = dict(zip(adata["sample_index"].tolist(), adata["attack_broken"].tolist(), strict=True))
-        missing = [int(i) for i in data["sample_index"] if int(i) not in lookup]
-        if missing:
-            raise CTBenchError(
-                f"{attack_path} lacks {len(missing)} samples of {certify_path} "
-                f"(first: {missing[0]}); attack the same --start/--n"
-            )
-        broken = np.array([lookup[int(i)] for i in data["sample_index"]], bool)
-        row["adv_acc_attack"] = float((adata["nat_correct"] & ~adata["attack_broken"]).mean())
-        row["certified_but_attacked"] = int((certified & broken).sum())
-        row["attack"] = aattrs.get("attack")
-        adv = adv & ~broken
+        adv = adv & ~_attack_columns(row, attack_path, certify_path, data, attrs, certified, fingerprints, expect)
     row["adv_acc"] = float(adv.mean())
+    _count_columns(row, data, status, stages)
+    if fingerprint:
+        fingerprints["summarize"] = fingerprint
+    row["fingerprints"] = fingerprints
+    return row
+
+
+def _attack_columns(row, attack_path, certify_path, data, attrs, certified, fingerprints, expect) -> np.ndarray:
+    """The attack file's columns of ``row`` (and its fingerprint); returns which samples it broke (aligned
+    with ``data``). An attack file of another model or lacking samples is refused."""
+    from ctbench.fingerprint import check_expected
+
+    adata, aattrs = hdf5.read_h5(attack_path)
+    if aattrs.get("format") != hdf5.ATTACK_FORMAT:
+        raise CTBenchError(f"{attack_path} is not a ctbench attack file")
+    if aattrs.get("model_sha256") != attrs.get("model_sha256"):
+        raise CTBenchError(f"{attack_path} attacks another model than {certify_path} certifies "
+                           "(model sha256 differs); re-run the attack")
+    afp = aattrs.get("fingerprints") or {}
+    check_expected(attack_path, afp, {k: v for k, v in (expect or {}).items() if k == "attack"})
+    if "attack" in afp:
+        fingerprints["attack"] = afp["attack"]
+    lookup = dict(zip(adata["sample_index"].tolist(), adata["attack_broken"].tolist(), strict=True))
+    missing = [int(i) for i in data["sample_index"] if int(i) not in lookup]
+    if missing:
+        raise CTBenchError(
+            f"{attack_path} lacks {len(missing)} samples of {certify_path} "
+            f"(first: {missing[0]}); attack the same --start/--n"
+        )
+    broken = np.array([lookup[int(i)] for i in data["sample_index"]], bool)
+    row["adv_acc_attack"] = float((adata["nat_correct"] & ~adata["attack_broken"]).mean())
+    row["certified_but_attacked"] = int((certified & broken).sum())
+    row["attack"] = aattrs.get("attack")
+    return broken
+
+
+def _count_columns(row, data, status, stages) -> None:
+    """Counts per status and deciding stage, and the timing columns of ``row``."""
+    n = len(status)
+    by = data["decided_by"]
     for s in Status:
         row[f"count_{s.label}"] = int((status == int(s)).sum())
     row["decided_by_clean"] = int((status == int(Status.INCORRECT)).sum())
@@ -111,10 +130,6 @@ def summarize(certify_path, attack_path=None, *, fingerprint: str | None = None,
         row[f"time_{s}_s"] = t
         row[f"processed_{s}"] = k
         row[f"throughput_{s}"] = k / t if t > 0 else float("nan")
-    if fingerprint:
-        fingerprints["summarize"] = fingerprint
-    row["fingerprints"] = fingerprints
-    return row
 
 
 def write_summary(row: dict, out, metrics=None) -> None:
