@@ -41,7 +41,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -240,14 +240,74 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
 
     Returns ``{"status": "done" | "interrupted", "epochs_done", "model_path", "history", "attempts", ...}``.
     """
+    t_start = time.monotonic()
+    run = _setup(config, Path(out_dir), options or TrainOptions())
+    write_text(run.out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    _resume(run)
+    attempt = _Attempt(t_start, run.earlier, run.start_epoch)
+    write_text(run.attempts_path, _attempts_csv(attempt.update(run.start_epoch)))
+    stop = run.epochs if run.opts.max_epochs is None else min(run.epochs, run.opts.max_epochs)
+    run_times: list[float] = []
+    for epoch in range(run.start_epoch, stop):
+        row = _epoch(run, epoch)
+        run_times.append(row["time_s"])
+        _log_epoch(run, row, sum(run_times) / len(run_times))
+        _save_checkpoint(run, epoch, attempt)
+    write_text(run.hist_path, _history_csv(run.history))  # also when nothing was left to train (a resumed finished run)
+    return _finish(run, attempt)
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: the resolved config, its data, model, optimizer, schedules and the progress
+    so far (``start_epoch``, ``global_step``, the best state for selection, the history, earlier attempts)."""
+
+    config: dict
+    opts: TrainOptions
+    out: Path
+    device: torch.device
+    seed: int
+    train_ds: object
+    val_ds: object
+    test_loader: object
+    steps_per_epoch: int
+    model: torch.nn.Module
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    method: object
+    schedule: object
+    swa: SWA | None
+    selection: str
+    epochs: int
+    fingerprint: str
+    start_epoch: int = 0
+    global_step: int = 0
+    best: dict | None = None
+    history: list = field(default_factory=list)
+    earlier: list = field(default_factory=list)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "train" / "checkpoint.pt"
+
+    @property
+    def hist_path(self) -> Path:
+        return self.out / "train" / "history.csv"
+
+    @property
+    def attempts_path(self) -> Path:
+        return self.out / "train" / "attempts.csv"
+
+    def train_loader(self, shuffle: bool, seed: int):
+        return _loader(self.train_ds, int(self.config["batch_size"]), shuffle, seed, self.opts)
+
+
+def _setup(config: dict, out: Path, opts: TrainOptions) -> _Run:
+    """Seed, data (train / validation split), model, optimizer, LR and ε schedules, method, SWA."""
     from ctbench.data import load_dataset
     from ctbench.models import create_model
 
-    t_start = time.monotonic()
-    opts = options or TrainOptions()
-    out = Path(out_dir)
-    ckpt_path, hist_path = out / "train" / "checkpoint.pt", out / "train" / "history.csv"
-    attempts_path = out / "train" / "attempts.csv"
     device = resolve_device(opts.device)
     seed = int(config.get("seed") or 0)
     seed_everything(seed)
@@ -268,142 +328,174 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
     method = create_method(config)
     schedule = eps_schedule_from_config(config, steps_per_epoch)
     swa = SWA(model, config["swa_start"], config["swa_freq"]) if config.get("swa_start") is not None else None
-    selection = config.get("model_selection") or "robust_accu"
-    epochs = int(config["epochs"])
+    return _Run(config=config, opts=opts, out=out, device=device, seed=seed, train_ds=train_ds, val_ds=val_ds,
+                test_loader=test_loader, steps_per_epoch=steps_per_epoch, model=model, params=params,
+                optimizer=optimizer, scheduler=scheduler, method=method, schedule=schedule, swa=swa,
+                selection=config.get("model_selection") or "robust_accu", epochs=int(config["epochs"]),
+                fingerprint=opts.fingerprint(config))
 
-    fingerprint = opts.fingerprint(config)
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-    start_epoch, global_step, best, history, earlier = 0, 0, None, [], []
-    if opts.on_config_change == "restart":
-        _set_aside_if_stale(ckpt_path, fingerprint)
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, fingerprint)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if swa is not None and ckpt.get("swa") is not None:
-            swa.load_state_dict(ckpt["swa"])
-        start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
-        best, history = ckpt.get("best"), list(ckpt.get("history") or [])
-        earlier = list(ckpt.get("attempts") or [])  # none in checkpoints written before attempts were kept
-        set_rng_state(ckpt["rng"])
-        logger.info("resuming %s from epoch %d", out, start_epoch)
-    attempt = _Attempt(t_start, earlier, start_epoch)
-    write_text(attempts_path, _attempts_csv(attempt.update(start_epoch)))
 
-    stop = epochs if opts.max_epochs is None else min(epochs, opts.max_epochs)
-    run_times: list[float] = []
-    for epoch in range(start_epoch, stop):
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        loader = _loader(train_ds, int(config["batch_size"]), True, _epoch_seed(seed, epoch), opts)
-        sums = {"nat": 0.0, "rob": 0.0, "reg": 0.0, "nat_c": 0, "rob_c": 0, "n": 0}
-        eps = schedule(epoch * steps_per_epoch)
-        bar = progress(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            unit="step",
-            leave=False,
-            disable=None if opts.show_progress else True,
-        )
-        for batch_idx, (x, y) in enumerate(loader):
-            if batch_idx >= steps_per_epoch:
-                break
-            global_step = epoch * steps_per_epoch + batch_idx
-            eps = schedule(global_step)
-            x, y = x.to(device, opts.dtype), y.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            res = method.step(
-                model,
-                x,
-                y,
-                eps,
-                optimizer=optimizer,
-                warmup=not schedule.ramp_done(global_step),
-                accumulation_batch=config.get("grad_accu_batch"),
-            )
-            if config.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(params, float(config["grad_clip"]))
-            optimizer.step()
-            if swa is not None:
-                swa.maybe_update(model, epoch, global_step)
-            b = res.n
-            sums["nat"] += res.nat_loss * b
-            sums["rob"] += res.rob_loss * b
-            sums["reg"] += res.reg_loss * b
-            sums["nat_c"] += res.nat_correct
-            sums["rob_c"] += res.rob_correct
-            sums["n"] += b
-            bar.update(1)
-            bar.set_postfix(eps=f"{eps:.4g}", loss=f"{res.loss:.3f}")
-        bar.close()
-        global_step = (epoch + 1) * steps_per_epoch
-        scheduler.step()
-        if config.get("pop_bn_stats", True):
-            population_bn_stats(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)
-        val_eps = min(eps, float(config["eps"])) if eps > 0 else 0.0
-        val = evaluate(method, model, test_loader, val_eps, device, opts.dtype)
-        n = max(sums["n"], 1)
-        row = {
+def _resume(run: _Run) -> None:
+    """Continue from ``train/checkpoint.pt`` if there is one of this run (another run's: refused, or set aside
+    with ``on_config_change="restart"``): model, optimizer, schedules, SWA, RNG, best state, history."""
+    if run.opts.on_config_change == "restart":
+        _set_aside_if_stale(run.ckpt_path, run.fingerprint)
+    if not run.ckpt_path.exists():
+        return
+    ckpt = load_checkpoint(run.ckpt_path, run.fingerprint)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if run.swa is not None and ckpt.get("swa") is not None:
+        run.swa.load_state_dict(ckpt["swa"])
+    run.start_epoch, run.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+    run.best, run.history = ckpt.get("best"), list(ckpt.get("history") or [])
+    run.earlier = list(ckpt.get("attempts") or [])  # none in checkpoints written before attempts were kept
+    set_rng_state(ckpt["rng"])
+    logger.info("resuming %s from epoch %d", run.out, run.start_epoch)
+
+
+def _epoch(run: _Run, epoch: int) -> dict:
+    """One epoch: the training steps, the LR step, population BN statistics, validation and selection;
+    returns its history row (also appended to ``run.history``)."""
+    t0 = time.time()
+    lr = run.optimizer.param_groups[0]["lr"]
+    sums, eps = _train_steps(run, epoch)
+    run.global_step = (epoch + 1) * run.steps_per_epoch
+    run.scheduler.step()
+    if run.config.get("pop_bn_stats", True):
+        population_bn_stats(run.model, run.train_loader(False, 0), run.device)
+    val_eps = min(eps, float(run.config["eps"])) if eps > 0 else 0.0
+    val = evaluate(run.method, run.model, run.test_loader, val_eps, run.device, run.opts.dtype)
+    n = max(sums["n"], 1)
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "eps": eps,
+        "train_nat_loss": sums["nat"] / n,
+        "train_rob_loss": sums["rob"] / n,
+        "train_reg_loss": sums["reg"] / n,
+        "train_nat_acc": sums["nat_c"] / n,
+        "train_rob_acc": sums["rob_c"] / n,
+        "val_eps": val_eps,
+        "val_nat_acc": val["nat_acc"],
+        "val_rob_acc": val["rob_acc"],
+        "val_loss": val["loss"],
+        "time_s": round(time.time() - t0, 3),
+    }
+    run.history.append(row)
+    _select(run, epoch, val)
+    return row
+
+
+def _train_steps(run: _Run, epoch: int) -> tuple[dict, float]:
+    """The epoch's steps (a loader seeded by (seed, epoch)); returns the summed losses and counts and the
+    last step's ε."""
+    loader = run.train_loader(True, _epoch_seed(run.seed, epoch))
+    sums = {"nat": 0.0, "rob": 0.0, "reg": 0.0, "nat_c": 0, "rob_c": 0, "n": 0}
+    eps = run.schedule(epoch * run.steps_per_epoch)
+    bar = progress(
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{run.epochs}",
+        unit="step",
+        leave=False,
+        disable=None if run.opts.show_progress else True,
+    )
+    for batch_idx, (x, y) in enumerate(loader):
+        if batch_idx >= run.steps_per_epoch:
+            break
+        run.global_step = epoch * run.steps_per_epoch + batch_idx
+        eps = run.schedule(run.global_step)
+        res = _step(run, epoch, x, y, eps)
+        b = res.n
+        sums["nat"] += res.nat_loss * b
+        sums["rob"] += res.rob_loss * b
+        sums["reg"] += res.reg_loss * b
+        sums["nat_c"] += res.nat_correct
+        sums["rob_c"] += res.rob_correct
+        sums["n"] += b
+        bar.update(1)
+        bar.set_postfix(eps=f"{eps:.4g}", loss=f"{res.loss:.3f}")
+    bar.close()
+    return sums, eps
+
+
+def _step(run: _Run, epoch: int, x, y, eps: float):
+    """One optimizer step at ``run.global_step``: the method's step, gradient clipping, Adam, SWA update."""
+    x, y = x.to(run.device, run.opts.dtype), y.to(run.device)
+    run.optimizer.zero_grad(set_to_none=True)
+    res = run.method.step(
+        run.model,
+        x,
+        y,
+        eps,
+        optimizer=run.optimizer,
+        warmup=not run.schedule.ramp_done(run.global_step),
+        accumulation_batch=run.config.get("grad_accu_batch"),
+    )
+    if run.config.get("grad_clip"):
+        torch.nn.utils.clip_grad_norm_(run.params, float(run.config["grad_clip"]))
+    run.optimizer.step()
+    if run.swa is not None:
+        run.swa.maybe_update(run.model, epoch, run.global_step)
+    return res
+
+
+def _select(run: _Run, epoch: int, val: dict) -> None:
+    """Keep the epoch's state as the best if it is eligible (ε ramp done) and better by the selection metric."""
+    if run.selection != "last" and run.schedule.ramp_done(run.global_step - 1):
+        metric = val["rob_acc"] if run.selection == "robust_accu" else val["loss"]
+        if _better(run.selection, metric, run.best):
+            run.best = {"epoch": epoch + 1, "metric": float(metric), "state_dict": cpu_state_dict(run.model)}
+
+
+def _log_epoch(run: _Run, row: dict, per_epoch: float) -> None:
+    logger.info(
+        "epoch %d/%d eps %.5g lr %.3g | train nat %.4f rob %.4f | val(eps %.5g) nat %.4f rob %.4f | "
+        "%.1f s/epoch, %.3g steps/s, ETA %s",
+        row["epoch"],
+        run.epochs,
+        row["eps"],
+        row["lr"],
+        row["train_nat_acc"],
+        row["train_rob_acc"],
+        row["val_eps"],
+        row["val_nat_acc"],
+        row["val_rob_acc"],
+        row["time_s"],
+        run.steps_per_epoch / max(row["time_s"], 1e-9),
+        duration(per_epoch * (run.epochs - row["epoch"])),
+    )
+
+
+def _save_checkpoint(run: _Run, epoch: int, attempt: _Attempt) -> None:
+    """The resumable state after ``epoch`` (atomic), then ``history.csv`` and ``attempts.csv``."""
+    save_checkpoint(
+        run.ckpt_path,
+        {
+            "fingerprint": run.fingerprint,
+            "config_hash": config_hash(run.config),
+            "config": to_json(run.config),
             "epoch": epoch + 1,
-            "lr": lr,
-            "eps": eps,
-            "train_nat_loss": sums["nat"] / n,
-            "train_rob_loss": sums["rob"] / n,
-            "train_reg_loss": sums["reg"] / n,
-            "train_nat_acc": sums["nat_c"] / n,
-            "train_rob_acc": sums["rob_c"] / n,
-            "val_eps": val_eps,
-            "val_nat_acc": val["nat_acc"],
-            "val_rob_acc": val["rob_acc"],
-            "val_loss": val["loss"],
-            "time_s": round(time.time() - t0, 3),
-        }
-        history.append(row)
-        if selection != "last" and schedule.ramp_done(global_step - 1):
-            metric = val["rob_acc"] if selection == "robust_accu" else val["loss"]
-            if _better(selection, metric, best):
-                best = {"epoch": epoch + 1, "metric": float(metric), "state_dict": cpu_state_dict(model)}
-        run_times.append(row["time_s"])
-        per_epoch = sum(run_times) / len(run_times)
-        logger.info(
-            "epoch %d/%d eps %.5g lr %.3g | train nat %.4f rob %.4f | val(eps %.5g) nat %.4f rob %.4f | "
-            "%.1f s/epoch, %.3g steps/s, ETA %s",
-            epoch + 1,
-            epochs,
-            eps,
-            lr,
-            row["train_nat_acc"],
-            row["train_rob_acc"],
-            val_eps,
-            val["nat_acc"],
-            val["rob_acc"],
-            row["time_s"],
-            steps_per_epoch / max(row["time_s"], 1e-9),
-            duration(per_epoch * (epochs - epoch - 1)),
-        )
-        save_checkpoint(
-            ckpt_path,
-            {
-                "fingerprint": fingerprint,
-                "config_hash": config_hash(config),
-                "config": to_json(config),
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "model": cpu_state_dict(model),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "swa": swa.state_dict() if swa is not None else None,
-                "rng": get_rng_state(),
-                "best": best,
-                "history": history,
-                "attempts": attempt.update(epoch + 1),
-            },
-        )
-        write_text(hist_path, _history_csv(history))
-        write_text(attempts_path, _attempts_csv(attempt.all))
+            "global_step": run.global_step,
+            "model": cpu_state_dict(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "lr_scheduler": run.scheduler.state_dict(),
+            "swa": run.swa.state_dict() if run.swa is not None else None,
+            "rng": get_rng_state(),
+            "best": run.best,
+            "history": run.history,
+            "attempts": attempt.update(epoch + 1),
+        },
+    )
+    write_text(run.hist_path, _history_csv(run.history))
+    write_text(run.attempts_path, _attempts_csv(attempt.all))
 
-    write_text(hist_path, _history_csv(history))  # also when nothing was left to train (a resumed finished run)
+
+def _finish(run: _Run, attempt: _Attempt) -> dict:
+    """The summary; for a finished run also the selection candidates (last, best, SWA average) and, with
+    ``select``, ``model.pt``."""
+    epochs, history, opts = run.epochs, run.history, run.opts
     done = len(history) >= epochs
     summary = {"status": "done" if done else "interrupted", "epochs_done": len(history), "history": history,
                "attempts": attempt.all}
@@ -412,21 +504,22 @@ def train(config: dict, out_dir: str | Path, options: TrainOptions | None = None
         return summary
 
     candidates = {
-        "last": {"epoch": epochs, "state_dict": cpu_state_dict(model)},
-        "best": best,
+        "last": {"epoch": epochs, "state_dict": cpu_state_dict(run.model)},
+        "best": run.best,
         "swa": None,
         "limits": {"subset": opts.subset, "max_steps": opts.max_steps},
-        "selection_split": selection_split(config, len(val_ds)),
+        "selection_split": selection_split(run.config, len(run.val_ds)),
     }
-    if swa is not None:
-        averaged = swa.final_model(model, _loader(train_ds, int(config["batch_size"]), False, 0, opts), device)
-        candidates["swa"] = {"epoch": epochs, "n_averaged": swa.n_averaged, "state_dict": cpu_state_dict(averaged)}
-    cand_path = out / "train" / "candidates.pt"
-    save_candidates(cand_path, config, candidates, fingerprint)
+    if run.swa is not None:
+        averaged = run.swa.final_model(run.model, run.train_loader(False, 0), run.device)
+        candidates["swa"] = {"epoch": epochs, "n_averaged": run.swa.n_averaged,
+                             "state_dict": cpu_state_dict(averaged)}
+    cand_path = run.out / "train" / "candidates.pt"
+    save_candidates(cand_path, run.config, candidates, run.fingerprint)
     summary["candidates_path"] = str(cand_path)
     if opts.select:
-        summary.update(select_model(cand_path, out / "model.pt"))
-    write_text(attempts_path, _attempts_csv(attempt.update(len(history))))  # with SWA, candidates, model.pt
+        summary.update(select_model(cand_path, run.out / "model.pt"))
+    write_text(run.attempts_path, _attempts_csv(attempt.update(len(history))))  # with SWA, candidates, model.pt
     return summary
 
 
