@@ -18,9 +18,10 @@ file's ``settings``.
 Resume: the state (all per-sample vectors, how many batches passed the batch stages, which samples
 each complete stage has seen) is written atomically to ``<out>.partial.npz`` after every batch and after
 every complete-stage call, together with a fingerprint of everything that determines the result
-(model hash, data, ε, settings). A rerun with the same inputs continues from there; a different
-fingerprint starts over. PGD is seeded per batch, so a resumed run gives the same file as an
-uninterrupted one (except timing). The final ``certify.h5`` is written atomically and the state removed.
+(model hash, data, ε, settings), by the batch loop of :mod:`ctbench.certify.runner`. A rerun with the same
+inputs continues from there; a different fingerprint starts over. PGD is seeded per batch, so a resumed
+run gives the same file as an uninterrupted one (except timing). The final ``certify.h5`` is written
+atomically and the state removed.
 """
 
 from __future__ import annotations
