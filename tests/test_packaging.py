@@ -169,13 +169,16 @@ def test_ruff_clean():
     assert r.returncode == 0, r.stdout[-3000:]
 
 
-def test_a_wheel_install_finds_its_hyperparameter_tables(tmp_path):
-    """``pip install .`` (not editable): ctbench.config falls back to the copies the wheel installs
-    under ``<prefix>/share/ctbench`` (pyproject ``data-files``), so ``ctbench train`` needs no --hparams."""
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory) -> Path:
+    """A fresh virtual environment with ctbench installed from its wheel (``pip install .``, not editable);
+    the dependencies come from this environment (a plain path entry: its .pth files, like the editable
+    install of ctbench itself, are not processed), so it needs no network and takes seconds."""
     import shutil
     import sysconfig
     import venv
 
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ next to the sources
     skip = (".git", ".venv*", "build", "dist", "results", "*.egg-info", ".snakemake", "__pycache__", ".*cache")
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*skip))
@@ -190,13 +193,54 @@ def test_a_wheel_install_finds_its_hyperparameter_tables(tmp_path):
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
-    # the dependencies come from this environment (a plain path entry: its .pth files, like the editable
-    # install of ctbench itself, are not processed)
     (Path(target) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return env_dir
+
+
+def test_a_wheel_install_finds_its_hyperparameter_tables(wheel_env, tmp_path):
+    """``pip install .`` (not editable): ctbench.config falls back to the copies the wheel installs
+    under ``<prefix>/share/ctbench`` (pyproject ``data-files``), so ``ctbench train`` needs no --hparams."""
     code = ("import ctbench.config as c, sys; assert 'site-packages' in c.__file__, c.__file__; "
             "from ctbench.data import load_dataset; assert len(load_dataset('mnist_mini', 'test')) == 1000; "
             "print(c.DEFAULT_HPARAMS); print(len(c.load_hparams()['settings']))")  # fmt: skip
-    r = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    r = subprocess.run([wheel_env / "bin" / "python", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     path, n_settings = r.stdout.split()
-    assert path == str(env_dir / "share" / "ctbench" / "config" / "hparams.yaml") and int(n_settings) == 5
+    assert path == str(wheel_env / "share" / "ctbench" / "config" / "hparams.yaml") and int(n_settings) == 5
+
+
+def test_a_wheel_install_checks_a_grid_file_from_another_folder(wheel_env, tmp_path):
+    """Issue 27's acceptance: ``pip install .``, then ``ctbench grid check .../config/demo.yaml`` from a folder
+    outside the checkout: the file's ``hparams: config/hparams.yaml`` is found above the grid file's folder
+    (``config/README.md``, "Paths"), the schema inside the installed package; the same fingerprints as here."""
+    from ctbench.grid import Grid, load_yaml
+
+    ctbench = wheel_env / "bin" / "ctbench"
+    r = subprocess.run([wheel_env / "bin" / "python", "-c", "import ctbench.grid as g; print(g.__file__)"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith(str(wheel_env)), (r.stdout, r.stderr)  # the installed copy
+    demo = ROOT / "config" / "demo.yaml"
+    r = subprocess.run([ctbench, "grid", "check", str(demo)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{demo}: valid; 8 cells (6 in Table 1, 2 ablation cells)"
+    r = subprocess.run([ctbench, "grid", "cells", str(demo)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the workflow's rule: paths from the repository root
+    try:
+        grid = Grid(load_yaml(demo))
+    finally:
+        os.chdir(cwd)
+    train = {line.split()[0]: line.split()[-1] for line in r.stdout.splitlines()}
+    assert train == {c.dir: grid.fingerprints(c)["train"] for c in grid.cells}
+    # a grid file whose hparams is nowhere: one line naming where it was looked for
+    lost = tmp_path / "lost.yaml"
+    lost.write_text(demo.read_text())
+    r = subprocess.run([ctbench, "grid", "check", str(lost)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"ctbench: error: config: hparams: file not found: config/hparams.yaml (looked in the current folder, "
+        f"in {tmp_path} and in the folders above it)")

@@ -6,8 +6,9 @@ Examples::
     ctbench grid cells config/demo.yaml            # every cell: its directory and training fingerprint
 
 Snakemake's own message for a ``--configfile`` that is not valid YAML has no line number; this one has.
-Paths inside the file (``hparams``, ``literature``) are read relative to the current directory, as the
-workflow does from the repository root.
+Relative paths inside the file (``hparams``, ``literature``) are read from the current folder, as the
+workflow does from the repository root, or else from the grid file's folder or the first folder above it
+that has them (``config/README.md``, "Paths"): ``ctbench grid check /repo/config/demo.yaml`` works anywhere.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _grid(path: Path):
     from ctbench.grid import Grid, load_yaml
+    from ctbench.grid.load import resolve_paths
 
-    return Grid(load_yaml(path))
+    return Grid(resolve_paths(load_yaml(path), path))
 
 
 def _check(args: argparse.Namespace) -> int:

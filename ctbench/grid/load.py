@@ -16,13 +16,16 @@ hyperparameter keys and their values, the filters of ``extra_cells`` / ``variant
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ctbench.core import SCHEMAS, did_you_mean, load_yaml
 from ctbench.errors import CTBenchError
 
-__all__ = ["SCHEMA", "check_schema", "did_you_mean", "load_yaml"]
+__all__ = ["PATH_KEYS", "SCHEMA", "check_schema", "did_you_mean", "load_yaml", "resolve_paths"]
 
 SCHEMA = SCHEMAS / "config.schema.yaml"
+#: Keys of a grid file naming files that the grid reads itself (relative paths: :func:`resolve_paths`).
+PATH_KEYS = ("hparams", "literature")
 
 
 def _path(error) -> str:
@@ -59,3 +62,23 @@ def check_schema(config: dict, schema_path: str | os.PathLike = SCHEMA) -> None:
         # the deepest error is the most useful one for anyOf / nested objects
         best = max(errors, key=lambda e: (len(list(e.absolute_path)), e.validator == "additionalProperties"))
         raise CTBenchError(f"config: {_schema_message(best)}")
+
+
+def resolve_paths(config: dict, source: str | os.PathLike) -> dict:
+    """``config`` (read from the grid file ``source``) with its relative ``hparams`` / ``literature`` paths
+    found: in the current folder if the file is there (the workflow's rule: it runs from the repository
+    root, and such a path is kept as written), else in the grid file's folder or the first folder above it
+    that has it (made absolute), so ``ctbench grid check /repo/config/demo.yaml`` works from any folder.
+    A file found nowhere is one line naming where it was looked for (``config/README.md``, "Paths")."""
+    out = dict(config)
+    start = Path(source).resolve().parent
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).is_file():
+            continue
+        found = next((d / value for d in (start, *start.parents) if (d / value).is_file()), None)
+        if found is None:
+            raise CTBenchError(f"config: {key}: file not found: {value} (looked in the current folder, "
+                               f"in {start} and in the folders above it)")
+        out[key] = str(found)
+    return out
