@@ -275,5 +275,5 @@ def resolve_device(device: str):
     except RuntimeError:
         raise CTBenchError(f"unknown device {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CTBenchError("device cuda requested but CUDA is not available")
+        raise CTBenchError("device cuda requested but CUDA is not available (use --device cpu or auto)")
     return dev

@@ -58,6 +58,7 @@ from ctbench.checkpoint import (
     set_rng_state,
 )
 from ctbench.config import config_hash, to_json
+from ctbench.core import resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.fingerprint import train_fingerprint
 from ctbench.io import write_text
@@ -116,12 +117,6 @@ class TrainOptions:
     def fingerprint(self, config: dict) -> str:
         """The training run's fingerprint: resolved config + run-length limits + stage version."""
         return train_fingerprint(config, {"subset": self.subset, "max_steps": self.max_steps}, self.version)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _subset(ds, n: int | None):

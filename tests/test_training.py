@@ -325,6 +325,24 @@ def test_cli_train_end_to_end(tmp_path, ctbench_main, capsys):
     assert "trained pgd" in capsys.readouterr().out
 
 
+def test_device_is_resolved_by_core(tmp_path, ctbench_main, capsys, monkeypatch):
+    """Training uses ``ctbench.core.resolve_device`` (one resolution for every stage): ``auto`` is the CPU
+    without CUDA; ``--device cuda`` without CUDA and an unknown device are one line, before anything runs."""
+    from ctbench import core, training
+    from ctbench.errors import CTBenchError
+
+    assert training.resolve_device is core.resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert core.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(CTBenchError, match="unknown device 'tpu'"):
+        core.resolve_device("tpu")
+    with pytest.raises(CTBenchError, match="CUDA is not available"):
+        training.train({}, tmp_path / "direct", training.TrainOptions(device="cuda"))
+    assert ctbench_main([*BASE_ARGS, "--out", str(tmp_path / "cell"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ctbench: error: device cuda requested but CUDA is not available (use --device cpu or auto)"
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -26,16 +26,11 @@ import torch
 
 from ctbench.certify import hdf5, resume
 from ctbench.certify.cascade import boxes, check_writable
-from ctbench.certify.run import (
-    load_for_certification,
-    model_attrs,
-    parse_eps,
-    resolve_device,
-    select_indices,
-)
+from ctbench.certify.run import load_for_certification, model_attrs, select_indices
 from ctbench.certify.runner import BatchRun, BatchState
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
+from ctbench.core import eps_pair, resolve_device
 from ctbench.errors import CTBenchError
 
 logger = logging.getLogger(__name__)
@@ -99,7 +94,7 @@ def attack_file(
     info)`` is called after each persisted batch (progress, or a simulated kill in tests).
     """
     attacks = _check_attacks(attack, steps, restarts, batch_size)
-    value, text = parse_eps(eps)
+    value, text = eps_pair(eps)
     dev = resolve_device(device)
     out = Path(out)
     check_writable(out)

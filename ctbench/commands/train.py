@@ -184,11 +184,9 @@ def run(args: argparse.Namespace) -> int:
         raise CTBenchError("give --out (the cell's output directory)")
     out = Path(args.out)
     check_writable(out, directory=True)  # "cannot write OUT: <why>" before anything is written
-    if args.device == "cuda":
-        import torch
+    from ctbench.core import resolve_device
 
-        if not torch.cuda.is_available():
-            raise CTBenchError("--device cuda requested but no CUDA device is available (use --device cpu)")
+    resolve_device(args.device)  # one line for --device cuda without CUDA, before any data is loaded
 
     from ctbench.training import TrainOptions, train
 
