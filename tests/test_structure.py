@@ -89,6 +89,23 @@ def test_no_import_runs_up_the_layers():
     assert not up, "imports that run up the layers:\n" + "\n".join(sorted(set(up)))
 
 
+def test_architecture_page_names_the_layers_and_rules():
+    """docs/architecture.md stays true: its layer table is LAYERS (same layers, same modules, same order) and
+    its Rules section names every rule of the workflow."""
+    import re
+
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    layers = page[page.index("## Layers"):page.index("## One cell")]
+    rows = [r.split("|")[1:3] for r in layers.splitlines() if r.startswith("| ") and "`" in r.split("|")[2]]
+    documented = [(name.strip(), set(re.findall(r"`([\w.]+)`", mods))) for name, mods in rows]
+    expected = [(name, {p.removeprefix("ctbench.") for p in prefixes if p != "ctbench"}) for name, prefixes in LAYERS]
+    assert documented == expected
+    rules = {m for f in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")]
+             for m in re.findall(r"^rule (\w+):", f.read_text(), flags=re.M)}
+    named = set(re.findall(r"`(\w+)`", page[page.index("## Rules"):]))
+    assert rules and rules <= named, f"rules missing from docs/architecture.md: {sorted(rules - named)}"
+
+
 def owner_package(module: str) -> str:
     """The package ``module`` lives in (itself for a package)."""
     is_package = (PACKAGE.parent / module.replace(".", "/")).is_dir()
