@@ -14,11 +14,15 @@ Two kinds, by what they read:
 
 The registry maps a name to ``(module, kind, one-line summary)``; the names and kinds are
 :data:`ctbench.core.ANALYSIS_KINDS` (the grid reads them there). The module is imported only when the
-analysis runs, so ``ctbench analyze --help`` stays fast. Every module exposes::
+analysis runs, so ``ctbench analyze --help`` stays fast. Every module declares one protocol
+(:mod:`ctbench.analysis.protocol`; ``tests/test_analysis_protocol.py`` checks it)::
 
+    NAME = "<name>"
+    INPUTS = {option: (cells, pattern) | "config:<key>"}   # what it reads; the workflow takes it from here
+    ARGS = (...)                                            # optional: further options the workflow passes
     def add_arguments(parser: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int         # the CLI handler
-    def figure(tables: list[pd.DataFrame], out_stem: Path) -> list[Path]    # optional: PNG + PDF
+    def figure(tables: list[pd.DataFrame], out_stem: Path) -> list[Path]    # PNG + PDF
 
 Analyses never import training code; they read stored artefacts only (DESIGN.md).
 """

@@ -26,6 +26,9 @@ from ctbench.errors import CTBenchError
 logger = logging.getLogger(__name__)
 
 IDENTITY = ("dataset", "eps", "model", "method", "seed", "variant")
+#: the grid's settings of every per-model analysis (``Grid.analysis_settings``) → the option that takes them
+#: (ctbench.analysis.protocol, ``SETTINGS``)
+SETTINGS = {"eps": "--eps", "seed": "--seed", "n": "--n"}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, eps_help: str | None = None,

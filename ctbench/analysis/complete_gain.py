@@ -24,7 +24,8 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "complete_gain"
+NAME = "complete_gain"
+INPUTS = {"certify": ("all", "certify.h5"), "attack": ("all", "attack.h5")}  # ctbench.analysis.protocol
 COMPLETE_KIND = "complete"
 
 
@@ -100,12 +101,14 @@ def to_latex(df) -> str:
                                r"$^\dagger$: samples left unknown/timeout, the cascade value is a lower bound")
 
 
-def figure(df, stem: Path) -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """Grouped bars per setting: IBP, CROWN-IBP and cascade certified accuracy of each method; the sample
     count and data source (``df.attrs["data_note"]``) below."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     settings = list(dict.fromkeys(zip(df.dataset, df.eps, df.model, strict=True)))
     fig, axes = panels(len(settings))
@@ -120,7 +123,7 @@ def figure(df, stem: Path) -> list[Path]:
         ax.set_title(f"{setting_name(dataset, eps)} ({model})")
         ax.set_ylim(0, 1.25 * max(float(block.max().max()), 1.0))  # room for the legend
     axes[0].legend(loc="upper left", ncols=3)
-    return save_figure(fig, stem, df.attrs.get("data_note", ""))
+    return save_figure(fig, out_stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,11 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if (df["undecided"] > 0).any():
         notes.append("Cells with `undecided` > 0 left samples unknown or timed out: their cascade accuracy is a "
                      "lower bound of the complete certified accuracy.")
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes,
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=notes,
                            title="Incomplete (IBP, CROWN-IBP) vs complete (cascade) certified accuracy [%] (Table 22)",
                            data_note=df.attrs.get("data_note", ""))
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM)
+        written += figure([df], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

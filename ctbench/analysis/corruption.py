@@ -31,7 +31,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from ctbench.analysis._model_cli import SETTINGS as COMMON_SETTINGS
+
 NAME = "corruption"
+INPUTS = {"model": ("cell", "model.pt")}  # ctbench.analysis.protocol: the analysed cell's model
+SETTINGS = {**COMMON_SETTINGS, "corruption.source": "--source", "corruption.root": "--corruption-root"}
+FIGURE_INPUTS: dict = {}  # `ctbench figure` reads the tables only
 SOURCES = ("generated", "published")
 CHUNK = 1000  # images corrupted together (seeded per chunk, so results do not depend on --batch)
 

@@ -46,7 +46,9 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "cost"
+NAME = "cost"
+INPUTS = {"certify": ("all", "certify.h5"),  # ctbench.analysis.protocol
+          "benchmarks": ("all", ("benchmarks/train.tsv", "benchmarks/certify.tsv", "benchmarks/attack.tsv"))}
 RULE_ORDER = ("train", "select", "certify", "attack", "summarize")
 HARDWARE_KEYS = ("hardware", "gpu_name", "device_name")
 
@@ -301,12 +303,14 @@ def to_latex(df) -> str:
                        comment=f"CTBench Table 12 layout (ctbench analyze cost); hardware: {hw}; {LATEX_NOTE}")
 
 
-def figure(df, stem: Path) -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """Seconds per rule for each cell (log scale), one panel per setting; the sample count and data source
     (``df.attrs["data_note"]``) below."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     rules = rule_columns(df)
     settings = list(dict.fromkeys(zip(df.dataset, df.eps, strict=True)))
@@ -323,7 +327,7 @@ def figure(df, stem: Path) -> list[Path]:
         ax.set_ylabel("wall time [s]")
         ax.set_title(setting_name(dataset, eps) if dataset else "unidentified cells")
     axes[0].legend()
-    return save_figure(fig, stem, df.attrs.get("data_note", ""))
+    return save_figure(fig, out_stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,11 +350,11 @@ def run(args: argparse.Namespace) -> int:
     notes = [f"Hardware: {hw}.", TIMING_NOTE]
     if (df["dataset"] == "").any():
         notes.append("Cells without a given certify.h5/metrics.json are named by their directory (`cell_dir`).")
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes,
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=notes,
                            title=f"Wall time per stage and cell [s] (Table 12; hardware: {hw})",
                            data_note=df.attrs.get("data_note", ""))
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM)
+        written += figure([df], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

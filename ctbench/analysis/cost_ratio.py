@@ -35,7 +35,8 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "cost_ratio"
+NAME = "cost_ratio"
+INPUTS = {"cells": ("table1", "cell.json"), "histories": ("table1", "train/history.csv")}  # ctbench.analysis.protocol
 REFERENCE = "standard"
 UNKNOWN_HARDWARE = "not recorded (the training jobs' machine)"
 #: paper Table 11: training cost per batch in units of a standard step T (M attack steps incl. repeats,
@@ -208,11 +209,13 @@ def to_latex(df) -> str:
                        comment=f"CTBench Table 11 with measured ratios (ctbench analyze cost_ratio); hardware: {hw}")
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """Measured cost per batch (bars) and Table 11's value (ticks) per method; ``note`` below the panels."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_color, method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_color, method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     keys = list(dict.fromkeys(zip(df.dataset, df.eps, df.model, strict=True)))
     fig, axes = panels(len(keys))
@@ -234,7 +237,7 @@ def figure(df, stem: Path, note: str = "") -> list[Path]:
         ax.set_ylabel("cost per batch [× standard step]")
         ax.set_title(f"{setting_name(dataset, eps)}, {model}")
     axes[0].legend(fontsize="x-small", loc="best")
-    return save_figure(fig, stem, note)
+    return save_figure(fig, out_stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,15 +251,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import with_note, write_tables
 
     cells = read_cells(args.cells, args.histories)
     df = ratio_table(cells, args.hardware or UNKNOWN_HARDWARE)
     note = data_note(cells)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes(df),
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=notes(df),
                            title="Training cost relative to standard training, measured (Table 11)", data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

@@ -31,7 +31,8 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "error_reduction"
+NAME = "error_reduction"
+INPUTS = {"metrics": ("table1", "metrics.json"), "literature": "config:literature"}  # ctbench.analysis.protocol
 SOURCES = (("literature", "err_literature"), ("CTBench paper", "err_paper"), ("ours", "err"))
 
 
@@ -132,13 +133,15 @@ def _label(r) -> str:
     return f"{r['reduction_pp']:+.1f} pp\n({rel} %)"
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """One panel per (setting, model): bars of certified error per method and source, ours labelled with its
     reduction against the literature; ``note`` (sample count and data source) below. Bars carry gid
     ``"<source>|<method>"``."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_color, method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_color, method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     keys = list(dict.fromkeys(zip(df.dataset, df.eps, df.model, strict=True)))
     fig, axes = panels(len(keys))
@@ -173,7 +176,7 @@ def figure(df, stem: Path, note: str = "") -> list[Path]:
            Patch(facecolor="none", edgecolor="grey", hatch="///", label="CTBench paper"),
            Patch(color="grey", label="ours")]
     axes[0].legend(handles=key, fontsize="x-small", loc="upper center", ncol=3)
-    return save_figure(fig, stem, note)
+    return save_figure(fig, out_stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import metrics_note, write_tables
+    from ctbench.analysis.gridtables import metrics_note, with_note, write_tables
 
     literature = C.load_literature(args.literature)
     keep = C.method_filter(args.methods)
@@ -198,11 +201,11 @@ def run(args: argparse.Namespace) -> int:
     note = (metrics_note([r for r in rows if keep(r["cell"].label)]) + " Literature and CTBench-paper values: "
             f"as published ({args.literature} table1).")
     df = reduction_table(rows, literature, keep, args.paper_model)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes(df, args.literature),
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=notes(df, args.literature),
                            title="Reduction in certified error against the literature (Fig. 1), percent",
                            data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

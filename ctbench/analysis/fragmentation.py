@@ -26,7 +26,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.analysis._model_cli import SETTINGS as COMMON_SETTINGS
+
 NAME = "fragmentation"
+INPUTS = {"model": ("cell", "model.pt")}  # ctbench.analysis.protocol: the analysed cell's model
+SETTINGS = COMMON_SETTINGS  # the grid's settings → options
+FIGURE_INPUTS: dict = {}  # `ctbench figure` reads the tables only
 SAMPLES = 50  # paper §5.1: "we sample the noise 50 times"
 
 

@@ -111,6 +111,25 @@ def write_tables(out_dir: str | Path, stem: str, df, *, title: str, latex: str, 
     return paths
 
 
+def with_note(df, note: str):
+    """``df`` with its sample note (:func:`samples_note`) in ``df.attrs["data_note"]``, where every grid
+    analysis' ``figure`` reads it (ctbench.analysis.protocol)."""
+    df.attrs["data_note"] = note
+    return df
+
+
+def one_table(tables: Sequence) -> tuple:
+    """``(df, note)`` of a grid analysis' ``figure(tables, out_stem)``: its one table and the sample note
+    (``df.attrs["data_note"]``, "" if none); several tables are concatenated (the first one's note)."""
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("no table to draw")
+    note = tables[0].attrs.get("data_note", "")
+    df = tables[0] if len(tables) == 1 else pd.concat(list(tables), ignore_index=True)
+    return df, note
+
+
 def panels(n: int, ncols: int = 3):
     """``(Figure, [Axes] * n)`` in the shared figure style (``ctbench.analysis.style``: Agg backend, the
     per-model figures' rcParams and panel size), ``ncols`` panels a row; unused grid cells are hidden."""

@@ -31,7 +31,9 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "regularization_tradeoff"
+NAME = "regularization_tradeoff"
+INPUTS = {"metrics": ("sweep", "metrics.json"), "cells": ("sweep", "cell.json")}  # ctbench.analysis.protocol
+ARGS = ("--sweep {sweep}",)  # each sweep of the grid as NAME=HYPERPARAMETER
 #: the paper's symbol of each swept hyperparameter (others: the key itself).
 SYMBOLS = {"eps_shrink": "λ", "ibp_coef": "α", "taps_grad_scale": "w", "l1": "L1", "w_rob": "w_rob"}
 COLUMNS = ["dataset", "eps", "model", "sweep", "key", "method", "value", "base", "nat", "cert", "adv",
@@ -225,11 +227,13 @@ def to_latex(df) -> str:
                        text_cols=4, comment="CTBench Fig. 7 data (ctbench analyze regularization_tradeoff)")
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """``stem.png`` and ``stem.pdf`` of :func:`draw`; ``note`` (sample count and data source) below."""
-    from ctbench.analysis.gridtables import save_figure
+    from ctbench.analysis.gridtables import one_table, save_figure
 
-    return save_figure(draw(df), stem, note)
+    df, note = one_table(tables)
+
+    return save_figure(draw(df), out_stem, note)
 
 
 def draw(df):
@@ -289,18 +293,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import with_note, write_tables
 
     sweeps = parse_sweeps(args.sweep)
     rows = C.read_metrics(args.metrics)
     configs = read_cell_configs(args.cells or cell_files_beside(args.metrics))
     df = regularization_table(rows, configs, sweeps, C.method_filter(args.methods))
     note = data_note(df)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), display=display_table(df),
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), display=display_table(df),
                            notes=notes(df), data_note=note,
                            title="Regularization strength vs natural and certified accuracy (Fig. 7), percent")
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

@@ -35,7 +35,8 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "seeds"
+NAME = "seeds"
+INPUTS = {"metrics": ("table1", "metrics.json"), "literature": "config:literature"}  # ctbench.analysis.protocol
 METRICS = ("nat", "cert", "adv")
 TABLE1_INDEX = {"nat": 1, "cert": 3, "adv": 4}  # [nat_lit, nat_ctbench, cert_lit, cert_ctbench, adv_ctbench]
 K_SIGMA = 3.0
@@ -151,12 +152,14 @@ def to_latex(df, literature: dict) -> str:
                        r"$^{*}$: more than 3 sigma from the CTBench paper, sigma = max(ours, paper, min-std)")
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """z = (ours − paper)/σ per method and metric, one panel per setting; dashed lines at ±3; ``note``
     (sample count and data source) below."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     settings = list(dict.fromkeys(zip(df.dataset, df.eps, strict=True)))
     fig, axes = panels(len(settings))
@@ -172,7 +175,7 @@ def figure(df, stem: Path, note: str = "") -> list[Path]:
         ax.set_ylabel("(ours − paper) / σ")
         ax.set_title(setting_name(dataset, eps))
     axes[0].legend()
-    return save_figure(fig, stem, note)
+    return save_figure(fig, out_stem, note)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import metrics_note, write_tables
+    from ctbench.analysis.gridtables import metrics_note, with_note, write_tables
 
     if not args.min_std > 0:
         raise CTBenchError(f"--min-std must be > 0, got {args.min_std}")
@@ -197,11 +200,11 @@ def run(args: argparse.Namespace) -> int:
     flagged = df[df["flagged"]]
     notes = [f"Flagged (⚠): |ours − paper| > 3σ, σ = max(our sample std, the paper's std, {args.min_std}); "
              f"{len(flagged)} of {len(df)} cells flagged."]
-    written = write_tables(args.out_dir, STEM, df, display=display(df), latex=to_latex(df, literature), notes=notes,
+    written = write_tables(args.out_dir, NAME, df, display=display(df), latex=to_latex(df, literature), notes=notes,
                            title="Mean ± std over seeds beside the CTBench paper (Tables 13-17), percent",
                            data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     for r in flagged.to_dict("records"):

@@ -29,7 +29,8 @@ import numpy as np
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "shared_mistakes"
+NAME = "shared_mistakes"
+INPUTS = {"certify": ("base", "certify.h5")}  # ctbench.analysis.protocol: cells without a variant
 COMPARISONS = {  # name → the cell coordinate that varies inside a group
     "methods": "label",
     "seeds": "seed",
@@ -187,6 +188,14 @@ def data_note(items: Sequence[C.Certificates], hist, source: str = "certify.h5",
     return note + f" Each histogram counts n = {lo:,}{'' if lo == hi else f'–{hi:,}'} samples (common to its files)."
 
 
+def figure(tables: list, out_stem: Path) -> list[Path]:
+    """The histograms' figure (:func:`histogram_figure`), the sample note from ``df.attrs["data_note"]``."""
+    from ctbench.analysis.gridtables import one_table
+
+    df, note = one_table(tables)
+    return histogram_figure(df, out_stem, note=note)
+
+
 def histogram_figure(df, stem: Path, title_of=None, limit: int = 12, note: str = "") -> list[Path]:
     """Observed vs expected bars per group (log scale), at most ``limit`` panels: the method comparison
     (Tables 2, 20) of the first seed of each (setting, model) when there is one, else the first groups;
@@ -228,7 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import with_note, write_tables
 
     comparisons = [c.strip() for c in args.comparisons.split(",") if c.strip()]
     bad = [c for c in comparisons if c not in COMPARISONS]
@@ -243,12 +252,12 @@ def run(args: argparse.Namespace) -> int:
     display = display_histograms(hist, kmax)
     comment = "CTBench Tables 2/20 layout (ctbench analyze shared_mistakes): samples certified by j models"
     note = data_note(items, hist)
-    written = write_tables(args.out_dir, STEM, hist, title="Shared mistakes: # models certifying each sample "
+    written = write_tables(args.out_dir, NAME, hist, title="Shared mistakes: # models certifying each sample "
                            "(obs. vs exp. if independent; Tables 2, 20, 21)", display=display,
                            latex=histogram_latex(display, kmax, comment), data_note=note)
     written += write_uncertified(unc, args.out_dir, note)
     if not args.no_figure:
-        written += histogram_figure(hist, Path(args.out_dir) / STEM, note=note)
+        written += figure([with_note(hist, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0
@@ -264,5 +273,5 @@ def write_uncertified(unc, out_dir, note: str = "") -> list[Path]:
     latex = latex_table(rows, ["Comparison", "Setting", "Models", "Observed", "Expected if independent"],
                         group_cols=2, text_cols=3,
                         comment="CTBench Table 21 layout: samples certified by none of the models")
-    return write_tables(out_dir, f"{STEM}_uncertified", unc, display=disp, latex=latex,
+    return write_tables(out_dir, f"{NAME}_uncertified", unc, display=disp, latex=latex,
                         title="Samples certified by none of the models (Table 21)", data_note=note)

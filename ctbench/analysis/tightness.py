@@ -44,8 +44,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.analysis._model_cli import SETTINGS as COMMON_SETTINGS
+
 NAME = "tightness"
-USES_METRICS = True  # `ctbench figure tightness ... --metrics`: the cascade's certified accuracy (Fig. 5)
+INPUTS = {"model": ("cell", "model.pt")}  # ctbench.analysis.protocol: the analysed cell's model
+SETTINGS = COMMON_SETTINGS  # the grid's settings → options
+#: `ctbench figure tightness ... --metrics`: the cascade's certified accuracy is Fig. 5's y-axis
+FIGURE_INPUTS = {"metrics": ("table1", "metrics.json")}
 MAX_MARGINS = 8  # the original's max_examined_class
 
 

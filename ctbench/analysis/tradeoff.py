@@ -27,7 +27,8 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "tradeoff"
+NAME = "tradeoff"
+INPUTS = {"metrics": ("table1", "metrics.json"), "literature": "config:literature"}  # ctbench.analysis.protocol
 SOURCES = ("literature", "ctbench paper", "ours")
 MARKERS = "osD^vPX*hp"  # one shape per method, in the paper's method order (ctbench.analysis.style.METHOD_ORDER)
 MARKER_SIZE = 6.0  # points
@@ -89,11 +90,13 @@ def to_latex(df) -> str:
                        comment="CTBench Fig. 1/8 data (ctbench analyze tradeoff)")
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """``stem.png`` and ``stem.pdf`` of :func:`draw`; ``note`` (sample count and data source) below."""
-    from ctbench.analysis.gridtables import save_figure
+    from ctbench.analysis.gridtables import one_table, save_figure
 
-    return save_figure(draw(df), stem, note)
+    df, note = one_table(tables)
+
+    return save_figure(draw(df), out_stem, note)
 
 
 def draw(df):
@@ -265,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import metrics_note, write_tables
+    from ctbench.analysis.gridtables import metrics_note, with_note, write_tables
 
     literature = C.load_literature(args.literature)
     keep = C.method_filter(args.methods)
@@ -273,11 +276,11 @@ def run(args: argparse.Namespace) -> int:
     note = (metrics_note([r for r in rows if keep(r["cell"].label)]) + " Literature and CTBench-paper points: "
             "as published (config/literature.yaml).")
     df = tradeoff_table(rows, literature, keep, args.paper_model)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=[FIGURE_NOTE],
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=[FIGURE_NOTE],
                            title="Natural vs certified accuracy: ours beside the literature and the CTBench paper "
                                  "(Fig. 1, 8), percent", data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

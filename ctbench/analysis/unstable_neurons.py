@@ -26,7 +26,9 @@ from pathlib import Path
 from ctbench.analysis import cells as C
 from ctbench.errors import CTBenchError
 
-STEM = "unstable_neurons"
+NAME = "unstable_neurons"
+INPUTS = {"tables": ("table1", "analysis/fragmentation.parquet"),  # ctbench.analysis.protocol
+          "literature": "config:literature"}
 REQUIRED = ("dataset", "eps", "model", "method", "seed", "eval_eps_str", "unstable_lower_pct", "unstable_ibp_pct")
 
 
@@ -149,12 +151,14 @@ def to_latex(df) -> str:
                                "(ctbench analyze unstable_neurons)")
 
 
-def figure(df, stem: Path, note: str = "") -> list[Path]:
+def figure(tables: list, out_stem: Path) -> list[Path]:
     """Bars per method: sampled lower (filled) and IBP upper (hatched) estimate; the paper's as black ticks;
     ``note`` (sample count and data source) below."""
     import numpy as np
 
-    from ctbench.analysis.gridtables import method_color, method_name, panels, save_figure, setting_name
+    from ctbench.analysis.gridtables import method_color, method_name, one_table, panels, save_figure, setting_name
+
+    df, note = one_table(tables)
 
     keys = list(dict.fromkeys(zip(df.dataset, df.eps, df.model, df.eval_eps, strict=True)))
     fig, axes = panels(len(keys))
@@ -179,7 +183,7 @@ def figure(df, stem: Path, note: str = "") -> list[Path]:
         title = f"{setting_name(dataset, eps)}, {model}"
         ax.set_title(title if ev == eps else f"{title}\nevaluated at ε={ev}")
     axes[0].legend(fontsize="x-small", loc="best")
-    return save_figure(fig, stem, note)
+    return save_figure(fig, out_stem, note)
 
 
 def _errors(std):
@@ -204,17 +208,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import write_tables
+    from ctbench.analysis.gridtables import with_note, write_tables
 
     literature = C.load_literature(args.literature)
     tables = read_tables(args.tables)
     df = unstable_table(tables, literature, C.method_filter(args.methods), args.paper_model)
     note = data_note(tables)
-    written = write_tables(args.out_dir, STEM, df, latex=to_latex(df), notes=notes(df, tables),
+    written = write_tables(args.out_dir, NAME, df, latex=to_latex(df), notes=notes(df, tables),
                            title="Unstable neurons: sampled lower vs IBP upper estimate (Table 5), percent",
                            data_note=note)
     if not args.no_figure:
-        written += figure(df, Path(args.out_dir) / STEM, note)
+        written += figure([with_note(df, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     return 0

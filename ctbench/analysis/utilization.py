@@ -20,7 +20,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctbench.analysis._model_cli import SETTINGS as COMMON_SETTINGS
+
 NAME = "utilization"
+INPUTS = {"model": ("cell", "model.pt")}  # ctbench.analysis.protocol: the analysed cell's model
+SETTINGS = COMMON_SETTINGS  # the grid's settings → options
+FIGURE_INPUTS: dict = {}  # `ctbench figure` reads the tables only
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,9 @@ from ctbench.analysis import cells as C
 from ctbench.analysis import shared_mistakes as SM
 from ctbench.errors import CTBenchError
 
-STEM = "verifier_agreement"
+NAME = "verifier_agreement"
+INPUTS = {"verifiers": ("verifier", "verifiers/{verifier}.h5")}  # ctbench.analysis.protocol
+ARGS = ("--fail-on-alarm",)  # a sample certified by one verifier and falsified by another fails the job
 logger = logging.getLogger(__name__)
 
 
@@ -118,6 +120,16 @@ def alarm_lines(pairs) -> list[str]:
     return out
 
 
+def figure(tables: list, out_stem: Path) -> list[Path]:
+    """The histograms per cell (:func:`ctbench.analysis.shared_mistakes.histogram_figure`), titled by cell and
+    verifiers; the sample note from ``df.attrs["data_note"]``."""
+    from ctbench.analysis.gridtables import one_table, setting_name
+
+    df, note = one_table(tables)
+    return SM.histogram_figure(df, out_stem, title_of=lambda r: (
+        f"{setting_name(r['dataset'], r['eps'])} {r['method']}: {r['members']}"), note=note)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verifiers", nargs="+", required=True, type=Path,
                         help="single-verifier certify.h5 files (verifiers/<V>.h5), ≥ 2 per cell")
@@ -130,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctbench.analysis.gridtables import fmt, latex_table, latex_text, setting_name, write_tables
+    from ctbench.analysis.gridtables import fmt, latex_table, latex_text, setting_name, with_note, write_tables
 
     items = C.read_all(args.verifiers, "verifier")
     hist, pairs = verifier_agreement(items, intersect=args.intersect)
@@ -140,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     display = SM.display_histograms(hist, kmax)
     names = ["neither certify", "one certifies", "both certify"] if kmax == 2 else None
     latex = SM.histogram_latex(display, kmax, "CTBench Table 19 layout (ctbench analyze verifier_agreement)", names)
-    written = write_tables(args.out_dir, STEM, hist, display=display, latex=latex,
+    written = write_tables(args.out_dir, NAME, hist, display=display, latex=latex,
                            title="Verifier agreement: # verifiers certifying each sample (Table 19)",
                            notes=[f"**{line}**" for line in alarms], data_note=note)
     disp = pairs.assign(setting=[setting_name(d, e) for d, e in zip(pairs.dataset, pairs.eps, strict=True)])
@@ -157,12 +169,11 @@ def run(args: argparse.Namespace) -> int:
               "cert./falsified"]
     latex = latex_table(rows, [latex_text(h) for h in header], group_cols=2, text_cols=3,
                         comment="verifier pairs: agreement counts; last column = soundness alarms (must be 0 / 0)")
-    written += write_tables(args.out_dir, f"{STEM}_pairs", pairs, display=disp, latex=latex,
+    written += write_tables(args.out_dir, f"{NAME}_pairs", pairs, display=disp, latex=latex,
                             title="Verifier pairs: agreement and soundness alarms", notes=[f"**{a}**" for a in alarms],
                             data_note=note)
     if not args.no_figure:
-        written += SM.histogram_figure(hist, Path(args.out_dir) / STEM, title_of=lambda r: (
-            f"{setting_name(r['dataset'], r['eps'])} {r['method']}: {r['members']}"), note=note)
+        written += figure([with_note(hist, note)], Path(args.out_dir) / NAME)
     for p in written:
         print(f"wrote {p}")
     for line in alarms:

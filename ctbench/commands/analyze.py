@@ -60,12 +60,13 @@ def _run(args: argparse.Namespace) -> int:
 def _figure(args: argparse.Namespace) -> int:
     from ctbench.analysis.tables import read_table
 
+    if get(args.name).kind != "model":
+        raise CTBenchError(f"analysis {args.name!r} has no figure drawn from stored tables: "
+                           f"`ctbench analyze {args.name}` draws it")
     module = load(args.name)
-    if not hasattr(module, "figure"):
-        raise CTBenchError(f"analysis {args.name!r} has no figure drawn from stored tables")
     tables = [read_table(p) for p in args.tables]
     if args.metrics:
-        if not getattr(module, "USES_METRICS", False):
+        if "metrics" not in module.FIGURE_INPUTS:
             raise CTBenchError(f"the {args.name} figure does not use --metrics")
         from ctbench.analysis.tables import with_certification
 

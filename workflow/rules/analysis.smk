@@ -1,6 +1,6 @@
 rule analyze_model:
     input:
-        model=rules.select.output.model,
+        unpack(model_analysis_inputs),
     output:
         table="results/{dataset}/{eps}/{model}/{run}/seed{seed}/analysis/{analysis}.parquet",
     log:
@@ -16,19 +16,19 @@ rule analyze_model:
         mem_mb=mem_mb,
         gpu=1,
     params:
+        inputs=model_analysis_input_args,
         settings=model_analysis_args,
         root=data_root,
         fingerprint=analysis_fingerprint,
         expect=expect("select"),
     shell:
-        "ctbench analyze --threads {threads} {wildcards.analysis} --model {input.model} {params.settings} --data-root {params.root}"
+        "ctbench analyze --threads {threads} {wildcards.analysis} {params.inputs} {params.settings} --data-root {params.root}"
         " --device auto --fingerprint {params.fingerprint} {params.expect} --out {output.table} > {log} 2>&1"
 
 
 rule model_figure:
     input:
-        tables=model_analysis_tables,
-        metrics=model_figure_metrics,
+        unpack(model_figure_inputs),
     output:
         png=report(
             "results/analysis/{analysis}.png",

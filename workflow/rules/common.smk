@@ -10,9 +10,10 @@ import sys
 from snakemake.utils import validate
 
 import ctbench.analysis as ctbench_analysis
+import ctbench.analysis.protocol as analysis_protocol
 from ctbench.core import SCHEMAS
 from ctbench.errors import CTBenchError
-from ctbench.grid import Grid
+from ctbench.grid import GRID_ANALYSES as GRID_LISTED, Grid
 from ctbench.fingerprint import digest
 from ctbench.grid import stale
 from ctbench.io import write_json
@@ -294,30 +295,62 @@ ANALYSIS = GRID.analysis()
 MODEL_ANALYSES = list(ANALYSIS["model"])
 VERIFIER_CELLS = GRID.verifier_cells()
 VERIFIERS = list(ANALYSIS["verifiers"]["stages"]) if VERIFIER_CELLS else []
-# the sweeps' cells and their base cells (regularization_tradeoff, Fig. 7); none: that analysis does not run
-SWEEP_CELLS = GRID.sweep_cells()
-GRID_ANALYSES = [
-    a for a in ANALYSIS["grid"] if a != "regularization_tradeoff" or SWEEP_CELLS
-] + (["verifier_agreement"] if VERIFIERS else [])
+SWEEP_CELLS = GRID.sweep_cells()  # the sweeps' cells and their base cells (Fig. 7)
 BASE_CELLS = [
     c for c in CELLS if not c.variant
 ]  # Table 1's and the extra architectures' (Table 21)
+# Each analysis declares what it reads (ctbench.analysis.protocol): an option, a set of cells and the files of
+# each cell. These are the grid's cell sets and values the declarations name.
+ANALYSIS_CELL_SETS = {
+    "all": [c.dir for c in CELLS],
+    "table1": [c.dir for c in TABLE1_CELLS],
+    "base": [c.dir for c in BASE_CELLS],
+    "sweep": [c.dir for c in SWEEP_CELLS],
+    "verifier": [c.dir for c in VERIFIER_CELLS],
+}
+ANALYSIS_VALUES = {
+    "verifier": VERIFIERS,
+    "sweep": [f"{name}={key}" for name, key in GRID.sweeps().items()],
+}
+DECLARED = {
+    a: analysis_protocol.declaration(ctbench_analysis.load(a))
+    for a in ctbench_analysis.ANALYSES
+}
+# The cross-cell analyses the configuration chooses (analysis.grid; the others, which that list cannot name,
+# by their own settings, e.g. analysis.verifiers), each when it has cells to read.
+GRID_ANALYSES = [
+    a
+    for a in dict.fromkeys(
+        [*ANALYSIS["grid"], *(a for a in ALL_GRID_ANALYSES if a not in GRID_LISTED)]
+    )
+    if analysis_protocol.runs(DECLARED[a]["inputs"], ANALYSIS_CELL_SETS)
+]
 
 
 def analysis_fingerprint(wildcards):
     return GRID.analysis_fingerprint(cell(wildcards), wildcards.analysis)
 
 
+def model_analysis_inputs(wildcards):
+    """What the per-model analysis reads (its declaration: the cell's model.pt)."""
+    return analysis_protocol.input_files(
+        DECLARED[wildcards.analysis]["inputs"], {"cell": [cell(wildcards).dir]}
+    )
+
+
+def model_analysis_input_args(wildcards, input):
+    declared = DECLARED[wildcards.analysis]
+    return analysis_protocol.arguments(
+        {option: input[option] for option in declared["inputs"]}, declared["args"]
+    )
+
+
 def model_analysis_args(wildcards):
-    s = GRID.analysis_settings(cell(wildcards), wildcards.analysis)
-    args = ["--eps", *map(shlex.quote, s["eps"]), "--seed", str(s["seed"])]
-    if s["n"]:
-        args += ["--n", str(s["n"])]
-    if "corruption" in s:
-        args += ["--source", s["corruption"]["source"]]
-        if s["corruption"].get("root"):
-            args += ["--corruption-root", shlex.quote(s["corruption"]["root"])]
-    return " ".join(args)
+    """The grid's settings of the per-model analysis as the options it declares (SETTINGS)."""
+    return analysis_protocol.settings_arguments(
+        GRID.analysis_settings(cell(wildcards), wildcards.analysis),
+        DECLARED[wildcards.analysis]["settings"],
+    )
 
 
 def model_analysis_tables_of(analysis):
@@ -328,17 +361,18 @@ def model_analysis_tables(wildcards):
     return model_analysis_tables_of(wildcards.analysis)
 
 
-def model_figure_metrics(wildcards):
-    """The cells' metrics.json for the tightness figure (Fig. 5: the cascade's certified accuracy)."""
-    if wildcards.analysis != "tightness":
-        return []
-    return cell_files(TABLE1_CELLS, "metrics.json")
+def model_figure_inputs(wildcards):
+    """The per-model tables of Table 1's cells, and what else its figure declares (FIGURE_INPUTS, e.g. the
+    cells' metrics.json where the figure shows the cascade's certified accuracy)."""
+    extra = analysis_protocol.input_files(
+        DECLARED[wildcards.analysis]["figure_inputs"], ANALYSIS_CELL_SETS
+    )
+    return {"tables": model_analysis_tables(wildcards), **extra}
 
 
 def model_figure_args(wildcards, input):
-    if not input.metrics:
-        return ""
-    return " ".join(["--metrics", *map(shlex.quote, input.metrics)])
+    options = DECLARED[wildcards.analysis]["figure_inputs"]
+    return analysis_protocol.arguments({o: input[o] for o in options})
 
 
 def verifier_args(wildcards):
@@ -363,76 +397,20 @@ def verifier_fingerprint(wildcards):
 
 
 def grid_analysis_inputs(wildcards):
-    """The files each cross-cell analysis reads (named lists; grid_analysis_args turns them into options)."""
-    name = wildcards.grid_analysis
-    if name == "shared_mistakes":
-        return {"certify": cell_files(BASE_CELLS, "certify.h5")}
-    if name == "complete_gain":
-        return {
-            "certify": cell_files(CELLS, "certify.h5"),
-            "attack": cell_files(CELLS, "attack.h5"),
-        }
-    if name == "cost":
-        stages = ("train", "certify", "attack")
-        return {
-            "benchmarks": [
-                f"{c.dir}/benchmarks/{s}.tsv" for c in CELLS for s in stages
-            ],
-            "certify": cell_files(CELLS, "certify.h5"),
-        }
-    if name == "regularization_tradeoff":
-        return {
-            "metrics": cell_files(SWEEP_CELLS, "metrics.json"),
-            "cells": cell_files(SWEEP_CELLS, "cell.json"),
-        }
-    if name in ("seeds", "tradeoff", "error_reduction"):
-        return {
-            "metrics": cell_files(TABLE1_CELLS, "metrics.json"),
-            "literature": config["literature"],
-        }
-    if name == "unstable_neurons":  # Table 5, from the per-model fragmentation tables
-        return {
-            "tables": model_analysis_tables_of("fragmentation"),
-            "literature": config["literature"],
-        }
-    if name == "cost_ratio":
-        # Table 11, measured: the epoch times of the training histories
-        return {
-            "cells": cell_files(TABLE1_CELLS, "cell.json"),
-            "histories": cell_files(TABLE1_CELLS, "train/history.csv"),
-        }
-    if name == "verifier_agreement":
-        return {
-            "verifiers": [
-                f"{c.dir}/verifiers/{v}.h5" for c in VERIFIER_CELLS for v in VERIFIERS
-            ]
-        }
-    raise ValueError(name)
+    """The files the cross-cell analysis reads, by option: from its declaration (ctbench.analysis.protocol)."""
+    return analysis_protocol.input_files(
+        DECLARED[wildcards.grid_analysis]["inputs"],
+        ANALYSIS_CELL_SETS,
+        ANALYSIS_VALUES,
+        config,
+    )
 
 
 def grid_analysis_args(wildcards, input):
-    args = []
-    for key in (
-        "certify",
-        "attack",
-        "benchmarks",
-        "metrics",
-        "cells",
-        "histories",
-        "tables",
-        "verifiers",
-    ):
-        if key in input.keys():
-            args += [f"--{key}", *map(shlex.quote, input[key])]
-    if "literature" in input.keys():
-        args += ["--literature", shlex.quote(input.literature)]
-    if wildcards.grid_analysis == "regularization_tradeoff":
-        args += [f"--sweep {shlex.quote(f'{n}={k}')}" for n, k in GRID.sweeps().items()]
-    if wildcards.grid_analysis == "verifier_agreement":
-        args.append(
-            "--fail-on-alarm"
-        )  # a sample certified by one verifier and falsified by another
-    return " ".join(args)
+    """Its options: each input's files, then the further options it declares (ARGS)."""
+    declared = DECLARED[wildcards.grid_analysis]
+    files = {option: input[option] for option in declared["inputs"]}
+    return analysis_protocol.arguments(files, declared["args"], ANALYSIS_VALUES)
 
 
 def analysis_targets():

@@ -1,0 +1,140 @@
+"""One analysis protocol (ctbench.analysis.protocol): every registered analysis declares NAME, INPUTS, run and
+one figure signature; the workflow takes each analysis' inputs from its declaration and never branches on an
+analysis' name; the seed statistics are one computation (report and the analysis ``seeds``)."""
+
+import argparse
+import inspect
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import ctbench.analysis as A
+from ctbench.analysis import protocol as P
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list(A.ANALYSES))
+def test_every_analysis_declares_the_protocol(name):
+    module = A.load(name)
+    decl = P.declaration(module)  # checks the form of INPUTS, FIGURE_INPUTS and ARGS
+    assert decl["name"] == name
+    assert decl["inputs"], f"{name} declares no input"
+    for attr in ("add_arguments", "run", "figure"):
+        assert callable(getattr(module, attr, None)), f"{name} has no {attr}"
+    assert list(inspect.signature(module.figure).parameters) == ["tables", "out_stem"]
+    for old in ("STEM", "USES_METRICS", "KIND"):
+        assert not hasattr(module, old), f"{name} still defines {old}"
+    kind = A.get(name).kind
+    sets = set(P.cell_sets_read(decl["inputs"]))
+    if kind == "model":
+        assert sets == {"cell"}, f"a per-model analysis reads its own cell only: {name} reads {sets}"
+        assert hasattr(module, "FIGURE_INPUTS")
+        assert "cell" not in P.cell_sets_read(decl["figure_inputs"])
+    else:
+        assert "cell" not in sets and not decl["figure_inputs"]
+    # every declared input and argument is an option the analysis takes
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    options = set(parser._option_string_actions)
+    for option in decl["inputs"]:
+        assert f"--{option}" in options, f"{name} declares input --{option} but does not take it"
+    for arg in decl["args"]:
+        assert arg.split()[0] in options, f"{name} declares {arg!r} but does not take it"
+    for option in decl["settings"].values():
+        assert option in options, f"{name} declares the setting option {option} but does not take it"
+    assert bool(decl["settings"]) == (kind == "model")
+
+
+def test_no_module_keeps_a_constant_nothing_reads():
+    for path in (ROOT / "ctbench" / "analysis").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^(STEM|KIND|USES_METRICS) = ", text, re.M), path
+
+
+def test_the_workflow_never_branches_on_an_analysis_name():
+    """The analyses' inputs and options come from their declarations: no rule file names an analysis."""
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        for name in A.ANALYSES:
+            found = re.findall(rf"""["']{name}["']""", text)
+            assert not found, f"{path.relative_to(ROOT)} names the analysis {name!r}"
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert "analysis_protocol.input_files" in common and "analysis_protocol.arguments" in common
+
+
+CELL_SETS = {"all": ["r/a", "r/b"], "table1": ["r/a"], "base": ["r/a"], "sweep": [], "verifier": ["r/a"]}
+VALUES = {"verifier": ["IBP", "CROWN-IBP"], "sweep": ["lambda=eps_shrink", "odd name=x"]}
+
+
+def test_input_files_follow_the_declaration():
+    inputs = {"certify": ("all", "certify.h5"), "benchmarks": ("table1", ("benchmarks/train.tsv", "b/attack.tsv")),
+              "verifiers": ("verifier", "verifiers/{verifier}.h5"), "literature": "config:literature"}
+    files = P.input_files(inputs, CELL_SETS, VALUES, {"literature": "config/literature.yaml"})
+    assert list(files) == list(inputs)
+    assert files == {"certify": ["r/a/certify.h5", "r/b/certify.h5"],
+                     "benchmarks": ["r/a/benchmarks/train.tsv", "r/a/b/attack.tsv"],
+                     "verifiers": ["r/a/verifiers/IBP.h5", "r/a/verifiers/CROWN-IBP.h5"],
+                     "literature": "config/literature.yaml"}
+    line = P.arguments(files, ("--fail-on-alarm", "--sweep {sweep}"), VALUES)
+    assert line == ("--certify r/a/certify.h5 r/b/certify.h5 --benchmarks r/a/benchmarks/train.tsv r/a/b/attack.tsv"
+                    " --verifiers r/a/verifiers/IBP.h5 r/a/verifiers/CROWN-IBP.h5 --literature config/literature.yaml"
+                    " --fail-on-alarm --sweep lambda=eps_shrink --sweep 'odd name=x'")
+    assert P.arguments({}) == ""
+
+
+def test_settings_become_the_declared_options():
+    options = {"eps": "--eps", "seed": "--seed", "n": "--n", "corruption.source": "--source",
+               "corruption.root": "--corruption-root"}
+    settings = {"n": None, "seed": 0, "eps": ["0.1", "2/255"], "corruption": {"source": "published", "root": "my data"}}
+    assert P.settings_arguments(settings, options) == (
+        "--eps 0.1 2/255 --seed 0 --source published --corruption-root 'my data'")
+    assert P.settings_arguments({"n": 5, "seed": 1, "eps": ["0.3"]}, options) == "--eps 0.3 --seed 1 --n 5"
+    with pytest.raises(ValueError, match="timeout"):  # a setting nobody passes on is refused, not defaulted
+        P.settings_arguments({"seed": 0, "timeout": 3}, options)
+
+
+@pytest.mark.parametrize("config", ["ci", "demo", "config"])
+def test_every_grid_setting_of_a_model_analysis_has_an_option(config):
+    from ctbench.grid import Grid, load_yaml
+
+    grid = Grid(load_yaml(ROOT / "config" / f"{config}.yaml"))
+    cell = grid.table1_cells()[0]
+    for name in A.MODEL_ANALYSES:
+        line = P.settings_arguments(grid.analysis_settings(cell, name), A.load(name).SETTINGS)
+        assert line.startswith("--eps ") and " --seed " in line
+
+
+def test_an_analysis_runs_only_with_cells_to_read():
+    assert P.runs({"metrics": ("table1", "metrics.json"), "literature": "config:literature"}, CELL_SETS)
+    assert not P.runs({"metrics": ("sweep", "metrics.json")}, CELL_SETS)
+
+
+@pytest.mark.parametrize("inputs, args", [
+    ({"x": ("nowhere", "a.h5")}, ()),
+    ({"x": "literature"}, ()),
+    ({"x": ("all", "{unknown}.h5")}, ()),
+    ({"x": ("all", "a.h5")}, ("--opt {unknown}",)),
+    ({"x": ["all", "a.h5"]}, ()),
+])
+def test_a_malformed_declaration_is_refused(inputs, args):
+    with pytest.raises(ValueError):
+        P.check("bad", inputs, args)
+
+
+def test_figure_of_a_grid_analysis_takes_its_table_and_note(tmp_path):
+    from ctbench.analysis import seeds
+    from ctbench.analysis.gridtables import one_table, with_note
+
+    df = pd.DataFrame({"a": [1.0]})
+    assert one_table([with_note(df, "Samples: n = 3.")]) == (df, "Samples: n = 3.")
+    assert seeds.figure.__doc__
+
+
+def test_ctbench_figure_refuses_a_grid_analysis(tmp_path, capsys):
+    from ctbench.cli import main
+
+    assert main(["figure", "seeds", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "x")]) == 2
+    assert "ctbench analyze seeds" in capsys.readouterr().err
