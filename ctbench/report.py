@@ -186,12 +186,11 @@ def table1(cells: pd.DataFrame, literature: dict, seed: int | None = None, hpara
 
 
 def seed_statistics(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean and (sample) standard deviation over seeds per (dataset, ε, model, method) (paper Tables 13–17)."""
-    grouped = cells.groupby(["dataset", "eps", "model", "method"], sort=False, dropna=False)
-    out = grouped[list(METRICS)].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n_seeds"] = grouped.size()
-    out = out.reset_index()
+    """Mean and (sample) standard deviation over seeds per (dataset, ε, model, method) (paper Tables 13–17):
+    :func:`ctbench.analysis.seeds.seed_statistics`, the analysis ``seeds``' numbers, with display names."""
+    from ctbench.analysis.seeds import seed_statistics as over_seeds
+
+    out = over_seeds(cells, ("dataset", "eps", "model", "method"))
     out["eps"] = out["eps"].str.replace("_", "/")
     out["method"] = out["method"].map(lambda m: METHOD_NAMES.get(m, m))
     return out

@@ -4,6 +4,7 @@ analysis' name; the seed statistics are one computation (report and the analysis
 
 import argparse
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -122,6 +123,38 @@ def test_an_analysis_runs_only_with_cells_to_read():
 def test_a_malformed_declaration_is_refused(inputs, args):
     with pytest.raises(ValueError):
         P.check("bad", inputs, args)
+
+
+def _metrics(tmp_path, cells):
+    paths = []
+    for k, (dataset, eps, method, seed, nat, cert, adv) in enumerate(cells):
+        p = tmp_path / f"{k}" / "metrics.json"
+        p.parent.mkdir()
+        p.write_text(json.dumps({"cell": {"dataset": dataset, "eps": eps, "model": "cnn7", "method": method,
+                                          "variant": "", "seed": seed},
+                                 "nat_acc": nat, "cert_acc": cert, "adv_acc": adv, "n": 1000, "split": "test"}))
+        paths.append(p)
+    return paths
+
+
+def test_report_and_the_seeds_analysis_give_the_same_statistics(tmp_path):
+    from ctbench import report
+    from ctbench.analysis import cells as C
+    from ctbench.analysis import seeds
+
+    paths = _metrics(tmp_path, [
+        ("mnist", "0.1", "ibp", 0, 0.9912, 0.9731, 0.9802), ("mnist", "0.1", "ibp", 1, 0.9901, 0.9744, 0.9811),
+        ("mnist", "0.1", "ibp", 2, 0.9923, 0.9702, 0.9799), ("mnist", "0.1", "standard", 0, 0.9931, None, 0.0),
+        ("mnist", "0.1", "standard", 1, 0.9929, None, 0.01), ("cifar10", "2_255", "sabr", 0, 0.79, 0.62, 0.65),
+    ])
+    ours = report.seed_statistics(report.read_cells(paths))
+    analysis = seeds.seed_table(C.read_metrics(paths), C.load_literature(ROOT / "config" / "literature.yaml"))
+    columns = [f"{m}_{s}" for m in ("nat", "cert", "adv") for s in ("mean", "std")] + ["n_seeds"]
+    key = ["dataset", "model", "n_seeds"]
+    a = ours.sort_values(key).reset_index(drop=True)[columns]
+    b = analysis.sort_values(key).reset_index(drop=True)[columns]
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert b["cert_mean"].isna().tolist() == [False, True, False]  # standard training: no certified accuracy
 
 
 def test_figure_of_a_grid_analysis_takes_its_table_and_note(tmp_path):

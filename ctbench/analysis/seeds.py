@@ -70,17 +70,38 @@ def judge(mean: float, std: float, n: int, paper, min_std: float) -> tuple[float
     return sigma, z, abs(z) > K_SIGMA
 
 
-def seed_table(rows: list[dict], literature: dict, *, paper_model: str = "cnn7", min_std: float = 0.01):
-    """One row per (dataset, ε, model, method) from :func:`ctbench.analysis.cells.read_metrics` rows."""
-    import numpy as np
+def seed_statistics(frame, keys=("dataset", "eps", "model", "method")):
+    """Mean and sample standard deviation (ddof = 1) over seeds of ``nat``, ``cert``, ``adv`` per group of
+    ``keys``, missing values (standard training's certified accuracy) left out, and ``n_seeds`` (the
+    group's rows): one row per group, in order of appearance; columns ``keys``, ``<m>_mean``, ``<m>_std``
+    per metric, ``n_seeds``. The one computation of the seed statistics (paper Tables 13-17): this analysis
+    and ``ctbench report``'s ``results/seeds.csv`` both use it."""
     import pandas as pd
 
+    keys = list(keys)
+    values = frame[list(METRICS)].apply(pd.to_numeric, errors="coerce")
+    grouped = values.groupby([frame[k] for k in keys], sort=False, dropna=False)
+    out = grouped.agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["n_seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def seed_table(rows: list[dict], literature: dict, *, paper_model: str = "cnn7", min_std: float = 0.01):
+    """One row per (dataset, ε, model, method) from :func:`ctbench.analysis.cells.read_metrics` rows."""
+    import pandas as pd
+
+    if not rows:
+        raise CTBenchError("no metrics.json given")
+    frame = pd.DataFrame([{"dataset": r["cell"].dataset, "eps": r["cell"].eps, "model": r["cell"].model,
+                           "method": r["cell"].label, **{m: r[m] for m in METRICS}} for r in rows])
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         c = r["cell"]
         groups.setdefault((c.dataset, c.eps, c.model, c.label), []).append(r)
     out = []
-    for (dataset, eps, model, label), members in groups.items():
+    for stats, ((dataset, eps, model, label), members) in zip(seed_statistics(frame).to_dict("records"),
+                                                               groups.items(), strict=True):
         seeds = sorted(str(m["cell"].seed) for m in members)
         if len(set(seeds)) < len(seeds):
             raise CTBenchError(f"two metrics.json files for one seed of {label} {dataset} ε={eps}: "
@@ -89,19 +110,14 @@ def seed_table(rows: list[dict], literature: dict, *, paper_model: str = "cnn7",
         row = {"dataset": dataset, "eps": eps, "model": model, "method": label, "n_seeds": len(members),
                "seeds": ",".join(seeds)}
         for m in METRICS:
-            values = np.array([x[m] for x in members], float)
-            values = values[~np.isnan(values)]
-            mean = float(values.mean()) if len(values) else math.nan
-            std = float(values.std(ddof=1)) if len(values) >= 2 else math.nan
+            mean, std = float(stats[f"{m}_mean"]), float(stats[f"{m}_std"])
             paper = paper_value(literature, dataset, eps, label, m) if "+" not in label else None
-            sigma, z, flag = judge(mean, std, len(values), paper if judged else None, min_std)
+            sigma, z, flag = judge(mean, std, len(members), paper if judged else None, min_std)
             row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_paper": paper[0] if paper else math.nan,
                         f"{m}_paper_std": paper[1] if paper else math.nan, f"{m}_source": paper[2] if paper else "",
                         f"{m}_sigma": sigma, f"{m}_z": z, f"{m}_flag": flag})
         row["flagged"] = any(row[f"{m}_flag"] for m in METRICS)
         out.append((C.Cell(dataset, eps, model, *label.partition("+")[::2], 0), row))
-    if not out:
-        raise CTBenchError("no metrics.json given")
     return pd.DataFrame([r for _, r in sorted(out, key=lambda cr: cr[0].sort_key())])
 
 
