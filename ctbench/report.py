@@ -181,6 +181,7 @@ def table1(cells: pd.DataFrame, literature: dict, seed: int | None = None, hpara
             "cert_literature": cert_lit, "cert_ctbench_paper": cert_ct, "cert": ours.cert,
             "cert_dagger": _dagger(ours), "adv_ctbench_paper": adv_ct, "adv": ours.adv,
             "note": row_note(ours, hparams),
+            "n": ours.n, "split": ours.split,  # the samples nat / cert / adv rest on (metrics.json)
         })
     return pd.DataFrame(rows)
 
@@ -191,16 +192,25 @@ def seed_statistics(cells: pd.DataFrame) -> pd.DataFrame:
     from ctbench.analysis.seeds import seed_statistics as over_seeds
 
     out = over_seeds(cells, ("dataset", "eps", "model", "method"))
+    out["n_samples"] = [_samples(cells[(cells.dataset == r.dataset) & (cells.eps == r.eps) & (cells.model == r.model)
+                                       & (cells.method == r.method)]) for r in out.itertuples()]
     out["eps"] = out["eps"].str.replace("_", "/")
     out["method"] = out["method"].map(lambda m: METHOD_NAMES.get(m, m))
     return out
+
+
+def _samples(group: pd.DataFrame) -> str:
+    """The evaluated samples per cell of ``group`` as recorded ("500", "500–1000", "" where not recorded)."""
+    ns = pd.to_numeric(group.n, errors="coerce").dropna().astype(int)
+    return "" if ns.empty else str(ns.min()) if ns.min() == ns.max() else f"{ns.min()}–{ns.max()}"
 
 
 def ablations(cells: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     """Variants and extra cells (``cells``) beside their base cells (``base``, Table 1's): mean ± std over
     seeds, what changed, and the base cell's means (same dataset, ε, method; same model if present)."""
     columns = ["dataset", "eps", "model", "method", "variant", "changes", "n_seeds", "nat_mean", "nat_std",
-               "cert_mean", "cert_std", "adv_mean", "adv_std", "base_model", "base_nat", "base_cert", "base_adv"]
+               "cert_mean", "cert_std", "adv_mean", "adv_std", "base_model", "base_nat", "base_cert", "base_adv",
+               "n_samples"]
     rows = []
     keys = ["dataset", "eps", "model", "method", "variant"]
     for key, group in cells.groupby(keys, sort=False, dropna=False):
@@ -212,6 +222,7 @@ def ablations(cells: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
             f"model={model}" if not variant else variant)
         row = {"dataset": dataset, "eps": eps.replace("_", "/"), "model": model,
                "method": METHOD_NAMES.get(method, method), "variant": variant, "changes": change, "n_seeds": len(group),
+               "n_samples": _samples(group),
                "base_model": ref.model.iloc[0] if not ref.empty else None}
         for m in METRICS:
             vals = pd.to_numeric(group[m], errors="coerce")
@@ -254,7 +265,7 @@ def samples_note(cells: pd.DataFrame) -> str:
 
 def table1_markdown(t1: pd.DataFrame, samples: str = "") -> str:
     """Table 1 for people: † on certified accuracies from a limited complete stage, notes as footnotes."""
-    shown = t1.drop(columns=["cert_dagger", "note"]).copy()
+    shown = t1.drop(columns=["cert_dagger", "note", "n", "split"], errors="ignore").copy()
     shown["cert"] = [("/" if not _num(c) else f"{c:.2f}") + (" †" if d else "") for c, d in
                      zip(t1.cert, t1.cert_dagger, strict=True)]
     notes, marks = [], []

@@ -195,3 +195,9 @@ def test_tables_state_their_sample_count_and_data_source(tmp_path):
             "(mnist_mini (shipped MNIST subset), split not recorded); nat, cert and adv of the same samples.") in md
     abl = (tmp_path / "out" / "ablations.md").read_text()
     assert "Samples: n = 200 samples per cell (MNIST test split)" in abl
+    # and the CSVs the HTML report shows carry them as columns
+    t1 = pd.read_csv(tmp_path / "out" / "table1.csv", dtype={"eps": str})
+    assert t1.n.tolist()[:2] == [1000, 500] and t1.split.tolist()[:2] == ["test", "test"]
+    seeds = pd.read_csv(tmp_path / "out" / "seeds.csv", dtype={"n_samples": str})
+    assert sorted(seeds.n_samples.fillna("").tolist()) == ["", "1000", "500"]
+    assert pd.read_csv(tmp_path / "out" / "ablations.csv").n_samples.tolist() == [200]
