@@ -9,6 +9,9 @@
 #   results/manifest/{all,table1,ablations}.json        cells with their fingerprints (ctbench report checks them)
 #   results/{dataset}/{eps}/{model}/{run}/seed{seed}/   one cell; run = method or method+variant
 #       cell.json                the resolved training config (what the train job trains) + fingerprint
+#       settings/{stage}.json    what each later job runs (select, certify, attack, summarize, analysis_<name>,
+#                                verifier_<stage>): resolved settings + fingerprint, written when the workflow
+#                                starts; the job checks it (ctbench.stagefile)
 #       train/checkpoint.pt      resumable training state (model, optimizer, scheduler, SWA, RNG, epoch)
 #       train/history.csv        per-epoch metrics
 #       train/candidates.pt      the selection candidates (best-by-metric / SWA / last) of the finished run

@@ -14,7 +14,9 @@ form back (``"2_255"`` → ``"2/255"``)::
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -198,6 +200,50 @@ def validate(data: Any, schema: dict, what: str = "hparams") -> None:
         err = max(errors, key=lambda e: len(list(e.absolute_path)))
         best = jsonschema.exceptions.best_match([err]) or err
         raise CTBenchError(f"{what}: {_key_path(best)}: {best.message}")
+
+
+def schema_defaults(schema: dict) -> Any:
+    """The value a schema node stands for when it is left out: its ``default``, and for an object with
+    ``properties`` the defaults of every property filled in (recursively). Objects with only
+    ``additionalProperties`` (e.g. ``certify.complete_samples``) keep their default as a whole."""
+    value = copy.deepcopy(schema.get("default"))
+    return with_defaults(schema, value) if schema.get("properties") else value
+
+
+def with_defaults(schema: dict, given: Any) -> Any:
+    """``given`` with what it leaves out filled from ``schema`` (:func:`schema_defaults`): object nodes with
+    ``properties`` are merged key by key, anything else given replaces the default."""
+    props = schema.get("properties")
+    if not props or not isinstance(given, dict):
+        return copy.deepcopy(given)
+    out = {k: copy.deepcopy(v) for k, v in given.items()}
+    for key, sub in props.items():
+        if key in out:
+            out[key] = with_defaults(sub, out[key])
+        elif "default" in sub or sub.get("properties"):
+            out[key] = schema_defaults(sub)
+    return out
+
+
+@functools.cache
+def _config_schema() -> dict:
+    return read_yaml(SCHEMAS / "config.schema.yaml")
+
+
+def config_section(section: str, given: dict | None = None) -> dict:
+    """A section of the grid configuration (``certify``, ``attack``, ``analysis``...) with the schema's
+    defaults filled in: the one place these defaults live (``ctbench/schemas/config.schema.yaml``); the
+    grid, the commands' flags and the stage settings all read them here."""
+    return with_defaults(_config_schema()["properties"][section], given or {})
+
+
+def config_default(path: str) -> Any:
+    """The schema default of one key, e.g. ``config_default("certify.falsifier.steps") == 200``."""
+    section, *keys = path.split(".")
+    value = config_section(section)
+    for key in keys:
+        value = value[key]
+    return value
 
 
 # --------------------------------------------------------------------------------------------------

@@ -342,22 +342,31 @@ def tiny_model(tmp_path_factory):
 def test_cli_analysis_table_and_figure(name, tiny_model, tmp_path):
     out = tmp_path / f"{name}.parquet"
     argv = ["analyze", name, "--model", str(tiny_model), "--n", "24", "--batch", "10", "--device", "cpu",
-            "--fingerprint", "fp-123", "--out", str(out)]
-    if name != "corruption":
-        argv += ["--eps", "0.1", "3/10"]
-    else:
-        argv += ["--corruptions", "fog", "stripe", "canny_edges"]
-    assert main(argv) == 0
+            "--out", str(out)]
+    eps = ["0.1", "3/10"] if name != "corruption" else ["0.1"]
+    extra = ["--eps", *eps] if name != "corruption" else ["--corruptions", "fog", "stripe", "canny_edges"]
+    assert main(argv + extra) == 0
     df, prov = read_table(out)
-    assert prov["analysis"] == name and prov["fingerprint"] == "fp-123" and len(prov["model_sha256"]) == 64
+    assert prov["analysis"] == name and prov["fingerprint"] == "" and len(prov["model_sha256"]) == 64  # by hand
     assert prov["model_config"]["method"] == "ibp" and prov["n"] == 24 and "settings" in prov
     assert {"dataset", "eps", "model", "method", "seed", "variant"} <= set(df.columns)
     assert set(df["method"]) == {"ibp"} and set(df["eps"]) == {"0.1"} and set(df["dataset"]) == {"mnist_mini"}
     if name != "corruption":
         assert set(df["eval_eps_str"]) == {"0.1", "3/10"}
+    # the same from a stage settings file (as the workflow runs it): its fingerprint is recorded
+    from ctbench import stagefile
+
+    settings = {"n": 24, "seed": 0, "eps": eps}
+    if name == "corruption":
+        settings["corruption"] = {"source": "generated", "root": None}
+    file = stagefile.make(f"analysis_{name}", {}, "0.1", 1, {}, settings)
+    (tmp_path / "settings.json").write_text(json.dumps(file))
     second = tmp_path / "second.parquet"
-    other = [a if a != str(out) else str(second) for a in argv]
-    assert main(other) == 0
+    other = ["analyze", name, "--model", str(tiny_model), "--batch", "10", "--device", "cpu", "--settings",
+             str(tmp_path / "settings.json"), "--out", str(second)]
+    assert main(other + (extra if name == "corruption" else [])) == 0
+    df2, prov2 = read_table(second)
+    assert prov2["fingerprint"] == file["fingerprint"] and prov2["n"] == 24 and df2.equals(df)
     stem = tmp_path / "fig" / name
     assert main(["figure", name, str(out), str(second), "--out", str(stem)]) == 0
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")

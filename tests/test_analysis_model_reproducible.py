@@ -88,10 +88,11 @@ def test_tightness_margin_subsets_do_not_depend_on_batching_or_other_eps():
 # ----------------------------------------------------------------------------- whole split (item 3)
 
 def test_per_model_analyses_default_to_the_whole_split_and_explicit_n_keeps_its_settings():
+    from ctbench.core import config_default
     from ctbench.fingerprint import stage_fingerprint
-    from ctbench.grid import DEFAULT_ANALYSIS, Grid, load_yaml
+    from ctbench.grid import Grid, load_yaml
 
-    assert DEFAULT_ANALYSIS["n"] is None
+    assert config_default("analysis.n") is None
     cfg = load_yaml("config/ci.yaml")
     grid = Grid(cfg)
     cell = grid.table1_cells()[0]

@@ -86,26 +86,28 @@ def test_input_files_follow_the_declaration():
     assert P.arguments({}) == ""
 
 
-def test_settings_become_the_declared_options():
-    options = {"eps": "--eps", "seed": "--seed", "n": "--n", "corruption.source": "--source",
-               "corruption.root": "--corruption-root"}
-    settings = {"n": None, "seed": 0, "eps": ["0.1", "2/255"], "corruption": {"source": "published", "root": "my data"}}
-    assert P.settings_arguments(settings, options) == (
-        "--eps 0.1 2/255 --seed 0 --source published --corruption-root 'my data'")
-    assert P.settings_arguments({"n": 5, "seed": 1, "eps": ["0.3"]}, options) == "--eps 0.3 --seed 1 --n 5"
-    with pytest.raises(ValueError, match="timeout"):  # a setting nobody passes on is refused, not defaulted
-        P.settings_arguments({"seed": 0, "timeout": 3}, options)
-
-
 @pytest.mark.parametrize("config", ["ci", "demo", "config"])
-def test_every_grid_setting_of_a_model_analysis_has_an_option(config):
+def test_every_grid_setting_of_a_model_analysis_is_applied_from_its_settings_file(config, tmp_path):
+    """The job takes every setting of its stage file (one is left over: refused), through the option's type."""
+    import argparse
+    import json
+
+    from ctbench.analysis._model_cli import apply_settings
     from ctbench.grid import Grid, load_yaml
 
     grid = Grid(load_yaml(ROOT / "config" / f"{config}.yaml"))
     cell = grid.table1_cells()[0]
     for name in A.MODEL_ANALYSES:
-        line = P.settings_arguments(grid.analysis_settings(cell, name), A.load(name).SETTINGS)
-        assert line.startswith("--eps ") and " --seed " in line
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(grid.stage_file(cell, f"analysis_{name}")))
+        parser = argparse.ArgumentParser()
+        A.load(name).add_arguments(parser)
+        args = parser.parse_args(["--model", "m.pt", "--out", "o.parquet", "--settings", str(path)])
+        apply_settings(parser, args, A.load(name).SETTINGS, f"analysis_{name}")
+        settings = grid.analysis_settings(cell, name)
+        assert args.eps == settings["eps"] and args.seed == settings["seed"] and args.n == settings["n"]
+        assert args.fingerprint == grid.analysis_fingerprint(cell, name)
+        assert args.expect == {"select": grid.fingerprints(cell)["select"]}
 
 
 def test_an_analysis_runs_only_with_cells_to_read():

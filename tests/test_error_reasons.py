@@ -108,7 +108,7 @@ def test_malformed_eps_cannot_parse(command, eps, cell, tmp_path, capsys):
 
 def test_accepted_eps_forms_agree():
     """The two parsers (training settings, evaluation) are one: same values, the path token 2_255 included."""
-    from ctbench.certify.run import parse_eps as eval_eps
+    from ctbench.core import eps_pair as eval_eps
     from ctbench.core import parse_eps
 
     for text, value in [("0.1", 0.1), ("2/255", 2 / 255), ("2_255", 2 / 255), ("1e-2", 0.01), ("1", 1.0),

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "ctbench"
 #: A module belongs to the longest prefix that names it.
 LAYERS = [
     ("core", ["ctbench", "ctbench.core", "ctbench.errors", "ctbench.registry", "ctbench.io", "ctbench.logs",
-              "ctbench.threads", "ctbench.fingerprint"]),
+              "ctbench.threads", "ctbench.fingerprint", "ctbench.stagefile"]),
     ("bounds/data/models", ["ctbench.config", "ctbench.nn", "ctbench.schedules", "ctbench.regularizers",
                             "ctbench.architectures", "ctbench.models", "ctbench.data", "ctbench.bounds",
                             "ctbench.attacks", "ctbench.checkpoint", "ctbench.modelfile", "ctbench.swa"]),
@@ -126,7 +126,8 @@ def test_no_import_of_another_packages_private_names():
     assert not bad, "imports of another package's private names:\n" + "\n".join(sorted(set(bad)))
 
 
-@pytest.mark.parametrize("module", ["ctbench.core", "ctbench.fingerprint", "ctbench.grid", "ctbench.report"])
+@pytest.mark.parametrize("module", ["ctbench.core", "ctbench.fingerprint", "ctbench.stagefile", "ctbench.grid",
+                                    "ctbench.report"])
 def test_core_modules_do_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     if module == "ctbench.grid":

@@ -182,6 +182,23 @@ def test_tiny_dag_end_to_end(tiny_run):
     assert dry_run_jobs(tiny_run, "--configfile", "config/ci.yaml") == {}
 
 
+def test_the_ci_grid_gives_the_numbers_it_gave_before_the_redesign(tiny_run):
+    """Issue 27's acceptance: every output's numbers on the CI grid — per-sample certificates and attacks,
+    verifier vectors, metrics.json, the per-model analysis tables, Table 1, the seed and ablation tables and the
+    cross-cell analyses (timings left out) — and every fingerprint are those of the run before the stage
+    settings files (commit c57679c). The reference was recorded with
+    ``python tests/_grid_outputs.py results tests/data/ci_grid_reference.json.gz`` after
+    ``snakemake --cores 2 --configfile config/ci.yaml`` at that commit; a change that is meant to change the
+    numbers records it anew and says why."""
+    import _grid_outputs as outputs
+
+    reference = outputs.load(ROOT / "tests/data/ci_grid_reference.json.gz")
+    now = outputs.collect(tiny_run / "results")
+    assert len(reference) > 40 and set(now) == set(reference), sorted(set(now) ^ set(reference))
+    diffs = outputs.differences(reference, now)
+    assert not diffs, "\n".join(diffs)
+
+
 def test_analyses_of_the_tiny_run(tiny_run, tmp_path):
     """Issues 12/13: every per-model analysis table (with provenance) and figure, every cross-cell table and
     figure; deleting one analysis output re-runs only that analysis (and the figure drawn from it)."""
@@ -404,6 +421,73 @@ def test_variants_rerun_only_themselves(tiny_run):
     assert dry_run_jobs(work, "--configfile", "config/same_variant.yaml") == {}
 
 
+CELL_STAGE_RULES = ("train", "select", "certify", "attack", "summarize", "analyze_model", "certify_verifier")
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("certify.timeout", 7, {"certify": 5, "attack": 5, "summarize": 5, "certify_verifier": 2}),
+    ("certify.n", 50, {"certify": 5, "attack": 5, "summarize": 5, "certify_verifier": 2}),
+    ("certify.falsifier.steps", 11, {"certify": 5, "attack": 5, "summarize": 5}),
+    ("attack.steps", 11, {"attack": 5, "summarize": 5}),
+    ("attack.autoattack_methods", ["ibp"], {"attack": 3, "summarize": 3}),  # the three IBP cells only
+    ("analysis.seed", 3, {"analyze_model": 16}),
+    ("analysis.corruption.source", "published", {"analyze_model": 4}),  # the corruption analysis only
+])
+def test_a_changed_stage_setting_reruns_exactly_the_stages_it_affects(tiny_run, tmp_path, key, value, expected):
+    """Issue 27: any certify, attack or analysis setting of the config re-runs the cell stages that apply it
+    (and what reads them), nothing else: the settings reach the jobs in their settings files."""
+    work = make_workdir(tmp_path)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    *parents, last = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    (work / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    counts = dry_run_jobs(work, "--configfile", "config/changed.yaml")
+    assert {r: n for r, n in counts.items() if r in CELL_STAGE_RULES} == expected, counts
+
+
+def test_outputs_record_the_settings_they_ran_with_and_hand_edited_settings_are_refused(tiny_run, tmp_path):
+    """Run for real: changed certify/attack settings reach the outputs, whose fingerprints are the settings
+    files'; a hand-edited settings file is refused by its job (the command the workflow runs) and rewritten
+    from the configuration by the next snakemake run, with a line that says so."""
+    from ctbench.certify.hdf5 import read_h5
+
+    work = make_workdir(tmp_path)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake")
+    cfg = yaml.safe_load((work / "config/ci.yaml").read_text())
+    cfg["certify"]["timeout"] = 7
+    cfg["attack"]["steps"] = 11
+    (work / "config/changed.yaml").write_text(yaml.safe_dump(cfg))
+    cell = CELL.format(run="ibp", seed=0)
+    snakemake(work, f"{cell}/metrics.json", "--cores", "2", "--configfile", "config/changed.yaml", timeout=900)
+    _, cattrs = read_h5(work / cell / "certify.h5")
+    _, aattrs = read_h5(work / cell / "attack.h5")
+    assert cattrs["settings"]["timeout"] == 7 and aattrs["attack_settings"]["steps"] == 11
+    files = {s: json.loads((work / cell / f"settings/{s}.json").read_text()) for s in ("certify", "attack")}
+    metrics = json.loads((work / cell / "metrics.json").read_text())
+    assert cattrs["fingerprints"]["certify"] == files["certify"]["fingerprint"] == metrics["fingerprints"]["certify"]
+    assert aattrs["fingerprints"]["attack"] == files["attack"]["fingerprint"] == metrics["fingerprints"]["attack"]
+    # a hand-edited file: the job refuses it in one line
+    edited = dict(files["certify"], settings={**files["certify"]["settings"], "timeout": 1000})
+    (work / cell / "settings/certify.json").write_text(json.dumps(edited))
+    r = snakemake(work, f"{cell}/certify.h5", "-n", "-p", "--forcerun", "certify",
+                  "--configfile", "config/changed.yaml")
+    assert "had been edited by hand: rewritten from the configuration" in r.stderr
+    assert json.loads((work / cell / "settings/certify.json").read_text()) == files["certify"]
+    (work / cell / "settings/certify.json").write_text(json.dumps(edited))
+    command = next(line.strip() for line in r.stdout.splitlines() if "ctbench certify" in line)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    job = subprocess.run(command.split(" > ")[0], shell=True, cwd=work, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert job.returncode != 0 and job.stderr.strip().count("\n") == 0, job.stderr
+    assert "changed after the workflow wrote it" in job.stderr
+
+
 def test_stage_version_bump_reruns_that_stage_everywhere(tiny_run):
     cfg = yaml.safe_load((tiny_run / "config/ci.yaml").read_text())
     cfg["versions"]["attack"] = 2
@@ -424,10 +508,16 @@ def test_pgd_cells_are_certified_with_the_papers_complete_stage_budget(tmp_path)
     cfg.update(methods=["pgd", "ibp"], sweeps={}, analysis={"model": [], "grid": []})
     cfg["certify"].update(stages=["IBP", "PGD", "BaB"], complete_samples={"pgd": 10, "edac": 10})
     (work / "config/pgd.yaml").write_text(yaml.safe_dump(cfg))
-    r = snakemake(work, "-n", "-p", "--configfile", "config/pgd.yaml")
-    cmds = [line for line in r.stdout.splitlines() if "ctbench certify" in line]
-    assert len(cmds) == 4
-    assert all(("--complete-limit 10" in c) == ("/pgd/" in c) for c in cmds), cmds
+    settings = _stage_settings(work, "config/pgd.yaml", "certify")
+    assert len(settings) == 4
+    assert all(s["settings"]["complete_limit"] == (10 if "/pgd/" in path else None) for path, s in settings.items())
+
+
+def _stage_settings(work: Path, config: str, stage: str) -> dict[str, dict]:
+    """The ``stage`` settings files the workflow writes for every cell when it starts (a dry run suffices)."""
+    r = snakemake(work, "-n", "-p", "--configfile", config)
+    targets = sorted(set(re.findall(rf"--settings (\S+/settings/{stage}\.json)", r.stdout)))
+    return {t: json.loads((work / t).read_text()) for t in targets}
 
 
 SLURM_OPT_IN = "CTBENCH_TEST_SLURM"
@@ -566,10 +656,11 @@ def test_external_verifier_settings_reach_the_certify_command(tmp_path):
     cfg["analysis"] = {"model": [], "grid": []}  # the cascade's certify commands only
     (work / "config/ext.yaml").write_text(yaml.safe_dump(cfg))
     (work / "config/abcrown.yaml").write_text("solver: {batch_size: 8}\n")
-    r = snakemake(work, "-n", "-p", "--configfile", "config/ext.yaml", "--forceall")
-    certify_cmds = [line for line in r.stdout.splitlines() if "ctbench certify" in line]
-    assert certify_cmds and all("--stages IBP,abCROWN" in c and "--abcrown-config config/abcrown.yaml" in c
-                                for c in certify_cmds)
+    r = snakemake(work, "-n", "--configfile", "config/ext.yaml", "--forceall")
+    assert re.search(r"input: [^\n]*config/abcrown.yaml", r.stdout)  # an input of the certify jobs
+    settings = _stage_settings(work, "config/ext.yaml", "certify")
+    assert settings and all(s["settings"]["stages"] == ["IBP", "abCROWN"]
+                            and s["settings"]["abcrown_config"] == "config/abcrown.yaml" for s in settings.values())
     cfg["certify"]["stages"] = ["IBP", "abcrown"]  # misspelt: rejected by the schema before any job
     (work / "config/bad.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(work, "-n", "--configfile", "config/bad.yaml", check=False)

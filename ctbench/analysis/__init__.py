@@ -92,3 +92,10 @@ def get(name: str) -> Entry:
 def load(name: str) -> ModuleType:
     """Import the module of analysis ``name``."""
     return importlib.import_module(get(name).module)
+
+
+def apply_settings(parser, args, options: dict, stage: str) -> None:
+    """A per-model analysis job's ``--settings`` file applied to its parsed options (``_model_cli``)."""
+    from ctbench.analysis._model_cli import apply_settings as apply
+
+    apply(parser, args, options, stage)

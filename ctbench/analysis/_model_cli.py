@@ -45,11 +45,32 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, eps_help: str | Non
     parser.add_argument("--data-root", default=None, help="prepared data root (default: $CTBENCH_DATA_ROOT or ./data)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the analysis (default: 0)")
-    parser.add_argument("--fingerprint", default="", help="this analysis' fingerprint, recorded in the provenance "
-                        "(the workflow sets it)")
-    parser.add_argument("--expect", action="append", default=[], metavar="STAGE=FP",
-                        help="refuse a model whose recorded STAGE fingerprint differs (the workflow sets it)")
+    parser.add_argument("--settings", type=Path, metavar="FILE",
+                        help="the analysis' stage settings file the workflow writes "
+                        "(<cell>/settings/analysis_<name>.json): it replaces the options it holds, its fingerprint is "
+                        "recorded and a model made for other settings is refused")
+    parser.set_defaults(fingerprint="", expect={})  # by hand: nothing fingerprinted, nothing expected
     parser.add_argument("--out", type=Path, required=True, help="output table (.parquet)")
+
+
+def apply_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, options: dict, stage: str) -> None:
+    """Set ``args`` from ``--settings`` (``ctbench.stagefile``): each setting of the analysis' ``SETTINGS``
+    (setting → option) through the option's type; records the fingerprint computed from them and the model's
+    expected fingerprints. The options the file replaces, and ``--dataset``/``--split``, are refused beside it."""
+    from ctbench import stagefile
+
+    actions = {a.dest: a for a in parser._actions}
+    dests = {key: option.lstrip("-").replace("-", "_") for key, option in options.items()}
+    for dest in (*dests.values(), "dataset", "split"):
+        if getattr(args, dest) != parser.get_default(dest):
+            raise CTBenchError(f"--{dest.replace('_', '-')} and --settings {args.settings} both set the analysis' "
+                               "settings: give one or the other (the settings file is what the workflow runs)")
+    sf = stagefile.read(args.settings, stage)
+    for key, dest in dests.items():
+        value, convert = sf.take(key), actions[dest].type or (lambda v: v)
+        value = value if value is None else [convert(v) for v in value] if isinstance(value, list) else convert(value)
+        setattr(args, dest, value)
+    args.fingerprint, args.expect = sf.applied(), sf.parents
 
 
 @dataclass
@@ -69,7 +90,9 @@ class Loaded:
 
 def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
     """Check the common options, load ``--model`` and its split (first ``--n`` samples), resolve ε."""
-    from ctbench.certify.run import load_for_certification, parse_eps, resolve_device
+    from ctbench.certify.run import load_for_certification
+    from ctbench.core import eps_pair as parse_eps
+    from ctbench.core import resolve_device
     from ctbench.io import sha256_file
 
     if args.n is not None and args.n < 1:
@@ -79,9 +102,9 @@ def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
     eps = [parse_eps(e) for e in args.eps] if args.eps else []
     device = resolve_device(args.device)
     model, meta, dataset, spec = load_for_certification(args.model, args.dataset, args.split, args.data_root)
-    from ctbench.fingerprint import check_expected, parse_expect
+    from ctbench.fingerprint import check_expected
 
-    check_expected(args.model, (meta.get("provenance") or {}).get("fingerprints"), parse_expect(args.expect))
+    check_expected(args.model, (meta.get("provenance") or {}).get("fingerprints"), args.expect)
     model.to(device)
     dataset = first_n(dataset, args.n)
     if need_eps and not eps:
@@ -147,7 +170,7 @@ def as_batches(data, batch: int, device=None, desc: str = ""):
 def eps_list(eps) -> list[tuple[float, str]]:
     """``eps`` (a float, a string like "2/255", or a sequence of these or of ``(value, string)`` pairs)
     as ``[(value, string), ...]``."""
-    from ctbench.certify.run import parse_eps
+    from ctbench.core import eps_pair as parse_eps
 
     items = eps if isinstance(eps, (list, tuple)) and not _is_pair(eps) else [eps]
     return [tuple(e) if _is_pair(e) else parse_eps(e) for e in items]

@@ -11,9 +11,9 @@ Every module ``ctbench.analysis.<name>`` (registered in :data:`ctbench.analysis.
 
 A per-model analysis also declares ``FIGURE_INPUTS`` (the options of ``ctbench figure NAME`` besides its
 tables, e.g. tightness' ``--metrics``) and ``SETTINGS``: each of the grid's settings of it
-(``Grid.analysis_settings``, nested keys joined by ``.``) → the option that takes it
-(:func:`settings_arguments`). A grid analysis' ``figure`` takes its one table (the sample note in
-``df.attrs["data_note"]``).
+(``Grid.analysis_settings``, nested keys joined by ``.``) → the option that takes it; the job reads them
+from its stage settings file (``--settings``, ``_model_cli.apply_settings``). A grid analysis' ``figure``
+takes its one table (the sample note in ``df.attrs["data_note"]``).
 
 An *input* is either
 
@@ -128,33 +128,6 @@ def arguments(files: Mapping[str, list[str] | str], args: Sequence[str] = (),
             continue
         (name,) = names
         out += [arg.replace("{" + name + "}", shlex.quote(str(v))) for v in (values or {})[name]]
-    return " ".join(out)
-
-
-def settings_arguments(settings: Mapping, options: Mapping[str, str]) -> str:
-    """The options of the grid's resolved settings (nested keys joined by ``.``), in the order of ``options``:
-    a list gives its values after the option, None or "" leaves the option out; values quoted for the shell.
-    A setting no option is declared for is refused (it would otherwise run with the option's default)."""
-    flat: dict = {}
-
-    def _flatten(prefix: str, value) -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                _flatten(f"{prefix}{k}.", v)
-        else:
-            flat[prefix[:-1]] = value
-
-    _flatten("", settings)
-    unknown = sorted(set(flat) - set(options))
-    if unknown:
-        raise ValueError(f"no option is declared for the setting(s) {', '.join(unknown)}")
-    out: list[str] = []
-    for key, option in options.items():
-        value = flat.get(key)
-        if value is None or value == "":
-            continue
-        values = value if isinstance(value, (list, tuple)) else [value]
-        out += [option, *(shlex.quote(str(v)) for v in values)]
     return " ".join(out)
 
 

@@ -178,7 +178,7 @@ def figure(tables, out_stem: Path) -> list[Path]:
     import numpy as np
 
     from ctbench.analysis import style
-    from ctbench.certify.run import parse_eps
+    from ctbench.core import eps_pair as parse_eps
 
     df = style.concat(tables, ("method", "eps", "eval_eps", "eval_eps_str", "tightness", "ibp_certified"), NAME)
     train_eps = df["eps"].map(lambda e: parse_eps(str(e))[0])

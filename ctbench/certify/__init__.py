@@ -9,9 +9,10 @@
 """
 
 from ctbench.certify.cascade import CertifySettings, certify_model
-from ctbench.certify.run import certify_file, parse_eps
+from ctbench.certify.run import certify_file
 from ctbench.certify.stages import CERTIFY_STAGES, DEFAULT_STAGES
 from ctbench.certify.status import STATUS_MAPPING, Status
+from ctbench.core import eps_pair as parse_eps  # (value, written form)
 
 __all__ = [
     "CERTIFY_STAGES",

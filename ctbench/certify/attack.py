@@ -30,7 +30,7 @@ from ctbench.certify.run import load_for_certification, model_attrs, select_indi
 from ctbench.certify.runner import BatchRun, BatchState
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
-from ctbench.core import eps_pair, resolve_device
+from ctbench.core import config_default, eps_pair, resolve_device
 from ctbench.errors import CTBenchError
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ def attack_file(
     *,
     eps,
     attack: str = "pgd",
-    steps: int = 200,
-    restarts: int = 5,
+    steps: int = config_default("attack.steps"),
+    restarts: int = config_default("attack.restarts"),
     loss: str = "ce",
     dataset: str | None = None,
     split: str = "test",

@@ -51,6 +51,7 @@ from ctbench.certify.stages import (
     external_available,
 )
 from ctbench.certify.status import CERTIFIED_VALUES, NOT_SEEN, STATUS_MAPPING, Status
+from ctbench.core import config_default
 from ctbench.errors import CTBenchError
 from ctbench.io import check_writable
 from ctbench.logs import duration
@@ -64,16 +65,17 @@ class CertifySettings:
 
     eps: float
     eps_str: str
+    # the defaults a grid configuration can set live in its schema (ctbench/schemas/config.schema.yaml)
     stages: tuple[str, ...] = DEFAULT_STAGES
-    batch_size: int = 256
-    timeout: float = 1000.0  #: per-sample budget (s) of the complete stages together
+    batch_size: int = config_default("certify.batch")
+    timeout: float = float(config_default("certify.timeout"))  #: per-sample budget (s) of the complete stages
     recheck_threshold: float = 1e-2  #: bound decisions with 0 < margin ≤ this are re-checked in float64
     alpha_iterations: int = 20
     alpha_lr: float = 0.5
-    pgd_steps: int = 200
-    pgd_restarts: int = 5
-    pgd_loss: str = "margin"  #: the falsifier's loss: "margin" (default) or "ce" (the original's)
-    pgd_targets: int = 3  #: runner-up classes the falsifier's restarts target in turn (falsify.py)
+    pgd_steps: int = config_default("certify.falsifier.steps")
+    pgd_restarts: int = config_default("certify.falsifier.restarts")
+    pgd_loss: str = config_default("certify.falsifier.loss")  #: "margin" (default) or "ce" (the original's)
+    pgd_targets: int = config_default("certify.falsifier.targets")  #: runner-up classes targeted in turn
     bab_batch: int = 64
     bab_intermediate: str = "CROWN"
     bab_alpha_iterations: int = 5

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctbench.certify.cascade import CertifySettings, certify_model, check_writable
-from ctbench.core import eps_pair as parse_eps  # (value, written form), for the commands that import it here
-from ctbench.core import eps_token, resolve_device
+from ctbench.core import eps_pair, eps_token, resolve_device
 from ctbench.errors import CTBenchError
 from ctbench.io import sha256_file
 
@@ -96,7 +95,7 @@ def certify_file(
     **settings,
 ) -> dict:
     """``ctbench certify``: model file + dataset split + ε + settings → ``out`` (certify.h5)."""
-    value, text = parse_eps(eps)
+    value, text = eps_pair(eps)
     s = CertifySettings(eps=value, eps_str=text, **settings)
     dev = resolve_device(device)
     out = Path(out)

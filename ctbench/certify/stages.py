@@ -37,6 +37,7 @@ import torch
 
 from ctbench.bounds import compute_bounds, margin_spec
 from ctbench.certify.status import Status
+from ctbench.core import config_default
 from ctbench.errors import CTBenchError
 from ctbench.registry import Registry
 
@@ -364,7 +365,7 @@ def external_available(name: str) -> bool:
 
 
 #: The default cascade (the paper's order: bounds, falsifier, complete verification with BaB).
-DEFAULT_STAGES = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB")
+DEFAULT_STAGES = tuple(config_default("certify.stages"))  # IBP, CROWN-IBP, CROWN, alpha-CROWN, PGD, BaB
 
 #: Named cascades (``--stages NAME``). What MILP is for: the *exact* mode of small networks (an MLP, a
 #: ``cnn_small`` at small ε), where a MILP decides every sample within its budget and BaB would only

@@ -18,11 +18,15 @@ def accept_negative_numbers(p: argparse.ArgumentParser) -> None:
     p._negative_number_matcher = _NEGATIVE_NUMBER
 
 
+#: the options of :func:`add_evaluation_args` that a stage settings file replaces (``--settings``)
+EVALUATION_FLAGS = ("eps", "dataset", "split", "n", "start", "seed")
+
+
 def add_evaluation_args(p: argparse.ArgumentParser, out_default: str) -> None:
     """Model, ε, which samples, data root, device and output file."""
     accept_negative_numbers(p)
     p.add_argument("--model", type=Path, required=True, help="model file (model.pt)")
-    p.add_argument("--eps", required=True, help="L∞ radius in [0,1] pixel space, e.g. 0.1 or 2/255")
+    p.add_argument("--eps", help="L∞ radius in [0,1] pixel space, e.g. 0.1 or 2/255 (required unless --settings)")
     p.add_argument("--dataset", help="dataset (default: the model's)")
     p.add_argument("--split", default="test", help="split (default: %(default)s)")
     p.add_argument("--n", type=int, help="number of samples (default: all)")

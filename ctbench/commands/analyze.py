@@ -54,7 +54,12 @@ def _run(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog=f"ctbench analyze {args.name}", description=entry.summary)
     accept_negative_numbers(parser)  # --eps -2/255 reaches the ε check
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(args.args)) or 0)
+    parsed = parser.parse_args(args.args)
+    if getattr(parsed, "settings", None) is not None:  # a per-model analysis run by the workflow
+        from ctbench.analysis import apply_settings
+
+        apply_settings(parser, parsed, module.SETTINGS, f"analysis_{args.name}")
+    return int(module.run(parsed) or 0)
 
 
 def _figure(args: argparse.Namespace) -> int:

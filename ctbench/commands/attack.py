@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctbench.commands._evaluation import add_evaluation_args
-from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.commands._evaluation import EVALUATION_FLAGS, add_evaluation_args
+from ctbench.commands._provenance import add_settings_arg, provenance, read_settings
+from ctbench.core import config_default
 from ctbench.threads import add_threads_argument
+
+#: the options a stage settings file replaces (``--settings``)
+FLAGS = (*EVALUATION_FLAGS, "attack", "steps", "restarts", "loss", "batch")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,41 +20,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--attack", default="pgd", help="pgd, autoattack, or both comma-separated (default: %(default)s)"
     )
-    p.add_argument("--steps", type=int, default=200, help="PGD steps (default 200)")
-    p.add_argument("--restarts", type=int, default=5, help="PGD restarts (default 5)")
+    p.add_argument("--steps", type=int, default=config_default("attack.steps"), help="PGD steps (default %(default)s)")
+    p.add_argument("--restarts", type=int, default=config_default("attack.restarts"),
+                   help="PGD restarts (default %(default)s)")
     p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="PGD loss (default: %(default)s)")
     p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
     p.add_argument("--batch", type=int, default=256)
-    add_fingerprint_args(p)
+    add_settings_arg(p, "attack", FLAGS)
     add_threads_argument(p)
     p.set_defaults(func=_run)
+
+
+def settings_of_flags(args: argparse.Namespace) -> dict:
+    """The attack settings the options stand for, in the form of the grid's (``Grid.attack_settings``)."""
+    return {"attack": args.attack.split(","), "steps": args.steps, "restarts": args.restarts, "n": args.n}
+
+
+def applied(sf) -> dict:
+    """``attack_file``'s keyword arguments from an attack job's settings; every setting is taken."""
+    return {"attack": ",".join(sf.take("attack")), "steps": sf.take("steps"), "restarts": sf.take("restarts"),
+            "n": sf.take("n")}
 
 
 def _run(args: argparse.Namespace) -> int:
     import json
 
+    from ctbench import stagefile
     from ctbench.certify.attack import attack_file
-    from ctbench.fingerprint import parse_expect
 
+    sf = read_settings(args, "attack")
+    kwargs = applied(sf or stagefile.in_memory("attack", settings_of_flags(args), args.eps))
+    fingerprint, expect = provenance(sf)
     res = attack_file(
         args.model,
         args.out,
-        eps=args.eps,
-        attack=args.attack,
-        steps=args.steps,
-        restarts=args.restarts,
+        eps=sf.eps if sf else args.eps,
         loss=args.loss,
         dataset=args.dataset,
         split=args.split,
-        n=args.n,
         start=args.start,
         batch_size=args.batch,
         device=args.device,
         certificates=args.certificates,
         seed=args.seed,
         data_root=args.data_root,
-        fingerprint=args.fingerprint,
-        expect=parse_expect(args.expect),
+        fingerprint=fingerprint,
+        expect=expect,
+        **kwargs,
     )
     print(json.dumps(res, indent=1))
     print(f"wrote {args.out}")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctbench.commands._evaluation import add_evaluation_args
-from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.commands._evaluation import EVALUATION_FLAGS, add_evaluation_args
+from ctbench.commands._provenance import add_settings_arg, provenance, read_settings
+from ctbench.core import config_default
 from ctbench.threads import add_threads_argument
+
+#: the options a stage settings file replaces (``--settings``)
+FLAGS = (*EVALUATION_FLAGS, "stages", "abcrown_config", "timeout", "batch", "complete_limit", "pgd_steps",
+         "pgd_restarts", "pgd_loss", "pgd_targets", "alpha_iterations", "bab_batch", "bab_beta", "recheck_threshold")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,22 +35,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="alpha-beta-CROWN YAML merged under the generated keys (solver, branching, batch sizes)",
     )
-    p.add_argument(
-        "--timeout", type=float, default=1000.0, help="per-sample budget (s) of the complete stages (default 1000)"
-    )
-    p.add_argument("--batch", type=int, default=256, help="batch size of the bound/attack stages (default 256)")
+    p.add_argument("--timeout", type=float, default=float(config_default("certify.timeout")),
+                   help="per-sample budget (s) of the complete stages (default %(default)s)")
+    p.add_argument("--batch", type=int, default=config_default("certify.batch"),
+                   help="batch size of the bound/attack stages (default %(default)s)")
     p.add_argument(
         "--complete-limit",
         type=int,
         help="only the first N samples may reach the complete stages (BaB, MILP, external verifiers); the rest "
         "stay undecided — paper Table 1's rule for PGD/EDAC models (N = 10). Default: every sample",
     )
-    p.add_argument("--pgd-steps", type=int, default=200, help="PGD steps (default 200)")
-    p.add_argument("--pgd-restarts", type=int, default=5, help="PGD restarts (default 5)")
-    p.add_argument("--pgd-loss", choices=("margin", "ce"), default="margin",
+    p.add_argument("--pgd-steps", type=int, default=config_default("certify.falsifier.steps"),
+                   help="PGD steps (default %(default)s)")
+    p.add_argument("--pgd-restarts", type=int, default=config_default("certify.falsifier.restarts"),
+                   help="PGD restarts (default %(default)s)")
+    p.add_argument("--pgd-loss", choices=("margin", "ce"), default=config_default("certify.falsifier.loss"),
                    help="the falsifier's loss: margin (default) or ce (the original code's cross-entropy)")
-    p.add_argument("--pgd-targets", type=int, default=3,
-                   help="runner-up classes the falsifier's restarts target in turn (default 3; 0: untargeted)")
+    p.add_argument("--pgd-targets", type=int, default=config_default("certify.falsifier.targets"),
+                   help="runner-up classes the falsifier's restarts target in turn (default %(default)s; "
+                   "0: untargeted)")
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
     p.add_argument("--bab-batch", type=int, default=64, help="subdomains bounded per BaB call (default 64)")
     p.add_argument(
@@ -60,43 +68,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1e-2,
         help="bound decisions with 0 < margin <= this are re-checked in float64 (default 0.01)",
     )
-    add_fingerprint_args(p)
+    add_settings_arg(p, "certify", FLAGS)
     add_threads_argument(p)
     p.set_defaults(func=_run)
+
+
+def settings_of_flags(args: argparse.Namespace) -> dict:
+    """The certify settings the options stand for, in the form of the grid's (``Grid.certify_settings``)."""
+    return {"stages": args.stages.split(","), "timeout": args.timeout, "n": args.n, "batch": args.batch,
+            "abcrown_config": str(args.abcrown_config) if args.abcrown_config else None,
+            "complete_limit": args.complete_limit,
+            "falsifier": {"loss": args.pgd_loss, "targets": args.pgd_targets, "steps": args.pgd_steps,
+                          "restarts": args.pgd_restarts}}
+
+
+def applied(sf) -> dict:
+    """``certify_file``'s keyword arguments from the settings of a certify job (``settings/certify.json``,
+    or the flags' :func:`settings_of_flags`) or of a verifier job (``settings/verifier_<stage>.json``: one
+    stage, no falsifier or complete-stage limit); every setting is taken (``ctbench.stagefile``)."""
+    if sf.stage.startswith("verifier_"):
+        kw = {"stages": (sf.take("stage"),)}
+    else:
+        kw = {"stages": tuple(sf.take("stages")), "complete_limit": sf.take("complete_limit"),
+              **{f"pgd_{k}": sf.take(f"falsifier.{k}") for k in ("loss", "targets", "steps", "restarts")}}
+    return {**kw, "timeout": sf.take("timeout"), "n": sf.take("n"), "batch_size": sf.take("batch"),
+            "abcrown_config": sf.take("abcrown_config") or ""}
 
 
 def _run(args: argparse.Namespace) -> int:
     import json
 
+    from ctbench import stagefile
     from ctbench.certify import certify_file
-    from ctbench.fingerprint import parse_expect
 
+    sf = read_settings(args, ("certify", "verifier_"))
+    kwargs = applied(sf or stagefile.in_memory("certify", settings_of_flags(args), args.eps))
+    fingerprint, expect = provenance(sf)
     counts = certify_file(
         args.model,
         args.out,
-        eps=args.eps,
+        eps=sf.eps if sf else args.eps,
         dataset=args.dataset,
         split=args.split,
-        n=args.n,
         start=args.start,
         device=args.device,
         data_root=args.data_root,
-        stages=tuple(args.stages.split(",")),
-        timeout=args.timeout,
-        batch_size=args.batch,
-        pgd_steps=args.pgd_steps,
-        pgd_restarts=args.pgd_restarts,
-        pgd_loss=args.pgd_loss,
-        pgd_targets=args.pgd_targets,
         alpha_iterations=args.alpha_iterations,
         bab_batch=args.bab_batch,
         bab_beta=args.bab_beta,
         seed=args.seed,
         recheck_threshold=args.recheck_threshold,
-        abcrown_config=str(args.abcrown_config or ""),
-        complete_limit=args.complete_limit,
-        fingerprint=args.fingerprint,
-        expect=parse_expect(args.expect),
+        fingerprint=fingerprint,
+        expect=expect,
+        **kwargs,
     )
     print(json.dumps(counts, indent=1))
     print(f"wrote {args.out}")

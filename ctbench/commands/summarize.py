@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctbench.commands._provenance import add_fingerprint_args
+from ctbench.commands._provenance import add_settings_arg, provenance, read_settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,19 +14,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", type=Path, help="attack.h5 (optional)")
     p.add_argument("--out", type=Path, required=True, help="cell table: .parquet or .csv")
     p.add_argument("--metrics", type=Path, help="metrics.json (default: next to --out)")
-    add_fingerprint_args(p)
+    add_settings_arg(p, "summarize")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ctbench.certify.summarize import summarize, write_summary
-    from ctbench.fingerprint import parse_expect
     from ctbench.io import check_writable
 
+    fingerprint, expect = provenance(read_settings(args, "summarize"))
     metrics = args.metrics or args.out.with_name("metrics.json")
     for path in (args.out, metrics):
         check_writable(path)  # "cannot write PATH: <why>" before reading anything
-    row = summarize(args.certify, args.attack, fingerprint=args.fingerprint, expect=parse_expect(args.expect))
+    row = summarize(args.certify, args.attack, fingerprint=fingerprint, expect=expect)
     write_summary(row, args.out, metrics)
     keys = ("n", "nat_acc", "ibp_acc", "crown_ibp_acc", "cert_acc", "adv_acc")
     print("  ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))

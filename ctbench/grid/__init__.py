@@ -20,7 +20,7 @@ import copy
 import functools
 import logging
 
-from ctbench import core
+from ctbench import core, stagefile
 from ctbench.config import find_setting, hparam_keys, load_hparams, load_schema, resolve
 from ctbench.errors import CTBenchError
 from ctbench.fingerprint import stage_fingerprint, train_fingerprint
@@ -33,17 +33,9 @@ logger = logging.getLogger(__name__)
 
 CELL_FORMAT = "ctbench-cell/1"
 STAGES = ("train", "select", "certify", "attack", "summarize")
-DEFAULT_CERTIFY = {"stages": ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB"], "timeout": 1000,
-                   "n": None, "batch": 256, "abcrown_config": None, "complete_samples": {"pgd": 10, "edac": 10},
-                   "falsifier": {"loss": "margin", "targets": 3, "steps": 200, "restarts": 5}}
-DEFAULT_ATTACK = {"steps": 200, "restarts": 5, "autoattack_methods": ["standard", "pgd", "edac"]}
 #: Per-model analyses (run on Table 1's cells) and cross-cell analyses (their names: ctbench.core).
 MODEL_ANALYSES = core.MODEL_ANALYSES
 GRID_ANALYSES = tuple(a for a in core.GRID_ANALYSES if a != "verifier_agreement")  # that one: verifiers
-#: ``n``: test samples per per-model analysis, None = the whole split (as the original); a config that sets
-#: ``analysis.n`` keeps its fingerprints (the settings hashed are the same).
-DEFAULT_ANALYSIS = {"model": list(MODEL_ANALYSES), "grid": list(GRID_ANALYSES), "n": None, "seed": 0,
-                    "corruption": {"source": "generated", "root": None}, "verifiers": {"stages": []}}
 #: Per-model analyses evaluated at every ε of the model's dataset in the grid (paper Fig. 3: MNIST models at
 #: both 0.1 and 0.3); the others at the cell's own ε.
 EVERY_EPS = ("fragmentation", "utilization", "tightness")
@@ -166,38 +158,57 @@ class Grid:
         return int((self.config.get("versions") or {}).get(stage, 1))
 
     def certify_settings(self, cell: Cell) -> dict:
-        c = {**DEFAULT_CERTIFY, **(self.config.get("certify") or {})}
+        """The config's ``certify`` section (schema defaults filled in) as the cell's certify job applies it:
+        ``complete_samples`` becomes the cell's ``complete_limit`` (paper Table 1, dagger)."""
+        c = core.config_section("certify", self.config.get("certify"))
+        per_method = c.pop("complete_samples") or {}
         complete = {"BaB", "MILP", "abCROWN", "Marabou"} & set(c["stages"])
-        limit = (c.get("complete_samples") or {}).get(cell.method) if complete else None
-        falsifier = {**DEFAULT_CERTIFY["falsifier"], **(c.get("falsifier") or {})}
-        return {"stages": list(c["stages"]), "timeout": c["timeout"], "n": c["n"], "batch": c["batch"],
-                "abcrown_config": c.get("abcrown_config"), "complete_limit": limit, "falsifier": falsifier}
+        return {**c, "complete_limit": per_method.get(cell.method) if complete else None}
 
     def attack_settings(self, cell: Cell) -> dict:
-        a = {**DEFAULT_ATTACK, **(self.config.get("attack") or {})}
-        kinds = ["pgd", "autoattack"] if cell.method in a["autoattack_methods"] else ["pgd"]
-        n = (self.config.get("certify") or {}).get("n")
-        return {"attack": kinds, "steps": a["steps"], "restarts": a["restarts"], "n": n}
+        """The config's ``attack`` section as the cell's attack job applies it: ``autoattack_methods`` becomes
+        the cell's list of attacks; ``n`` is certification's (the attack sees the certified samples)."""
+        a = core.config_section("attack", self.config.get("attack"))
+        kinds = ["pgd", "autoattack"] if cell.method in a.pop("autoattack_methods") else ["pgd"]
+        return {**a, "attack": kinds, "n": self.certify_settings(cell)["n"]}
 
     @functools.cache  # noqa: B019
     def fingerprints(self, cell: Cell) -> dict[str, str]:
         """Fingerprint of every stage of the cell (``ctbench.fingerprint``)."""
         fp = {"train": train_fingerprint(self.train_config(cell), self.limits(), self.version("train"))}
-        fp["select"] = stage_fingerprint("select", self.version("select"), {"train": fp["train"]})
-        fp["certify"] = stage_fingerprint("certify", self.version("certify"), {"select": fp["select"]},
-                                          self.certify_settings(cell))
-        fp["attack"] = stage_fingerprint("attack", self.version("attack"),
-                                         {"select": fp["select"], "certify": fp["certify"]}, self.attack_settings(cell))
-        fp["summarize"] = stage_fingerprint("summarize", self.version("summarize"),
-                                            {"certify": fp["certify"], "attack": fp["attack"]})
+        for stage in STAGES[1:]:
+            settings, parents, version = self._stage(cell, stage, fp)
+            fp[stage] = stage_fingerprint(stage, version, parents, settings)
         return fp
+
+    def _stage(self, cell: Cell, stage: str, fp: dict | None = None) -> tuple[dict, dict, int]:
+        """(settings, parents' fingerprints, version) of a stage job of the cell after training: ``select``,
+        ``certify``, ``attack``, ``summarize``, ``analysis_<name>`` or ``verifier_<certify stage>``."""
+        fp = fp or self.fingerprints(cell)
+        kind, _, name = stage.partition("_")
+        if stage in ("select", "certify", "attack", "summarize"):
+            parents = {"select": ("train",), "certify": ("select",), "attack": ("select", "certify"),
+                       "summarize": ("certify", "attack")}[stage]
+            settings = {"certify": self.certify_settings, "attack": self.attack_settings}.get(stage)
+            return (settings(cell) if settings else {}), {p: fp[p] for p in parents}, self.version(stage)
+        if kind == "analysis" and name in MODEL_ANALYSES:
+            return self.analysis_settings(cell, name), {"select": fp["select"]}, self.version("analysis")
+        if kind == "verifier" and name:
+            return self.verifier_settings(cell, name), {"select": fp["select"]}, self.version("certify")
+        raise CTBenchError(f"no stage {stage!r} after training (known: select, certify, attack, summarize, "
+                           "analysis_<name>, verifier_<stage>)")
+
+    def stage_file(self, cell: Cell, stage: str) -> dict:
+        """The content of the cell's ``settings/<stage>.json``: what that stage job runs, exactly
+        (``ctbench.stagefile``)."""
+        settings, parents, version = self._stage(cell, stage)
+        return stagefile.make(stage, cell.to_dict(), self.train_config(cell)["eps_str"], version, parents, settings)
 
     # -- analyses (ctbench.analysis) ---------------------------------------------------------------
 
     def analysis(self) -> dict:
-        a = {**DEFAULT_ANALYSIS, **(self.config.get("analysis") or {})}
-        a["verifiers"] = {"stages": [], **(a.get("verifiers") or {})}
-        return a
+        """The config's ``analysis`` section, schema defaults filled in."""
+        return core.config_section("analysis", self.config.get("analysis"))
 
     def dataset_eps(self, dataset: str) -> list[str]:
         """The ε (as written in the config) of every setting of ``dataset`` in the grid, in order."""
@@ -212,8 +223,7 @@ class Grid:
         return settings
 
     def analysis_fingerprint(self, cell: Cell, name: str) -> str:
-        return stage_fingerprint(f"analysis_{name}", self.version("analysis"),
-                                 {"select": self.fingerprints(cell)["select"]}, self.analysis_settings(cell, name))
+        return stage_fingerprint(f"analysis_{name}", *reversed(self._stage(cell, f"analysis_{name}")))
 
     def verifier_cells(self) -> list[Cell]:
         """Table 1's cells (filtered by ``analysis.verifiers``) on which each chosen verifier sees every sample."""
@@ -225,13 +235,12 @@ class Grid:
                        (("settings", "setting"), ("methods", "method"), ("seeds", "seed"), ("models", "model")))]
 
     def verifier_settings(self, cell: Cell, stage: str) -> dict:
-        v, c = self.analysis()["verifiers"], {**DEFAULT_CERTIFY, **(self.config.get("certify") or {})}
+        v, c = self.analysis()["verifiers"], core.config_section("certify", self.config.get("certify"))
         return {"stage": stage, "n": v.get("n", c["n"]), "timeout": v.get("timeout", c["timeout"]),
                 "batch": c["batch"], "abcrown_config": c.get("abcrown_config")}
 
     def verifier_fingerprint(self, cell: Cell, stage: str) -> str:
-        return stage_fingerprint(f"verifier_{stage}", self.version("certify"),
-                                 {"select": self.fingerprints(cell)["select"]}, self.verifier_settings(cell, stage))
+        return stage_fingerprint(f"verifier_{stage}", *reversed(self._stage(cell, f"verifier_{stage}")))
 
     def cell_file(self, cell: Cell) -> dict:
         """The content of the cell's ``cell.json``: what its train job trains, exactly."""

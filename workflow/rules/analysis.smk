@@ -17,13 +17,11 @@ rule analyze_model:
         gpu=1,
     params:
         inputs=model_analysis_input_args,
-        settings=model_analysis_args,
         root=data_root,
         fingerprint=analysis_fingerprint,
-        expect=expect("select"),
     shell:
-        "ctbench analyze --threads {threads} {wildcards.analysis} {params.inputs} {params.settings} --data-root {params.root}"
-        " --device auto --fingerprint {params.fingerprint} {params.expect} --out {output.table} > {log} 2>&1"
+        "ctbench analyze --threads {threads} {wildcards.analysis} {params.inputs} --settings {input.settings}"
+        " --data-root {params.root} --device auto --out {output.table} > {log} 2>&1"
 
 
 rule model_figure:
@@ -50,6 +48,7 @@ rule model_figure:
 rule certify_verifier:
     input:
         model=rules.select.output.model,
+        settings=stage_settings("verifier"),
         extra=certify_extra_inputs,
     output:
         h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/verifiers/{verifier}.h5",
@@ -66,15 +65,11 @@ rule certify_verifier:
         mem_mb=mem_mb,
         gpu=1,
     params:
-        eps=eps_str,
-        settings=verifier_args,
         root=data_root,
         fingerprint=verifier_fingerprint,
-        expect=expect("select"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
-        " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
-        " --out {output.h5} > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --settings {input.settings}"
+        " --data-root {params.root} --device auto --out {output.h5} > {log} 2>&1"
 
 
 rule analyze_grid:

@@ -2,6 +2,7 @@
 # Every function the rules use lives here (snakemake --lint: no functions beside rules elsewhere).
 # The grid (cells, resolved configs, fingerprints) comes from ctbench.grid: one resolution of a cell,
 # shared with the jobs (the train job trains the cell.json written from it) and with `ctbench report`.
+import json
 import os
 import re
 import shlex
@@ -120,18 +121,21 @@ def fingerprint(stage):
     return _fingerprint
 
 
-def expect(*parents):
-    """`--expect stage=fingerprint` arguments: the job refuses inputs made for another configuration."""
-
-    def _expect(wildcards):
-        fp = GRID.fingerprints(cell(wildcards))
-        return " ".join(f"--expect {p}={fp[p]}" for p in parents)
-
-    return _expect
-
-
 def write_cell_file(wildcards, path):
     write_json(path, GRID.cell_file(cell(wildcards)))
+
+
+def stage_settings(kind):
+    """input: the stage settings file the job runs (ctbench.stagefile), e.g. settings/certify.json or, for
+    kind "analysis"/"verifier", settings/analysis_<analysis>.json (written by write_stage_files below).
+    ancient(): only its content counts — a changed content has changed the stage's fingerprint, a params
+    entry of the rule, which re-runs it (and a results tree from before these files existed is not re-run)."""
+
+    def _stage_settings(wildcards):
+        stage = f"{kind}_{getattr(wildcards, kind)}" if kind in ("analysis", "verifier") else kind
+        return ancient(f"{cell(wildcards).dir}/settings/{stage}.json")
+
+    return _stage_settings
 
 
 def write_manifest(part, path):
@@ -164,36 +168,10 @@ def data_root(wildcards):
     return shlex.quote(config.get("data", {}).get("root", "data"))
 
 
-def eps_str(wildcards):
-    return shlex.quote(GRID.train_config(cell(wildcards))["eps_str"])
-
-
-def certify_args(wildcards):
-    s = GRID.certify_settings(cell(wildcards))
-    args = ["--stages", ",".join(s["stages"]), "--timeout", str(s["timeout"])]
-    args += ["--batch", str(s["batch"])]
-    f = s["falsifier"]
-    args += ["--pgd-loss", f["loss"], "--pgd-targets", str(f["targets"])]
-    args += ["--pgd-steps", str(f["steps"]), "--pgd-restarts", str(f["restarts"])]
-    if s["n"]:
-        args += ["--n", str(s["n"])]
-    if s["complete_limit"] is not None:
-        args += ["--complete-limit", str(s["complete_limit"])]
-    if s["abcrown_config"]:
-        args += ["--abcrown-config", shlex.quote(s["abcrown_config"])]
-    return " ".join(args)
-
-
 def certify_extra_inputs(wildcards):
     """The alpha-beta-CROWN config, when set, is an input: editing it re-runs certification."""
     path = config.get("certify", {}).get("abcrown_config")
     return [path] if path else []
-
-
-def attack_args(wildcards):
-    s = GRID.attack_settings(cell(wildcards))
-    args = f"--attack {','.join(s['attack'])} --steps {s['steps']} --restarts {s['restarts']}"
-    return args + (f" --n {s['n']}" if s["n"] else "")
 
 
 def runtime(stage):
@@ -332,24 +310,17 @@ def analysis_fingerprint(wildcards):
 
 
 def model_analysis_inputs(wildcards):
-    """What the per-model analysis reads (its declaration: the cell's model.pt)."""
-    return analysis_protocol.input_files(
+    """What the per-model analysis reads (its declaration: the cell's model.pt) and its settings file."""
+    files = analysis_protocol.input_files(
         DECLARED[wildcards.analysis]["inputs"], {"cell": [cell(wildcards).dir]}
     )
+    return {**files, "settings": stage_settings("analysis")(wildcards)}
 
 
 def model_analysis_input_args(wildcards, input):
     declared = DECLARED[wildcards.analysis]
     return analysis_protocol.arguments(
         {option: input[option] for option in declared["inputs"]}, declared["args"]
-    )
-
-
-def model_analysis_args(wildcards):
-    """The grid's settings of the per-model analysis as the options it declares (SETTINGS)."""
-    return analysis_protocol.settings_arguments(
-        GRID.analysis_settings(cell(wildcards), wildcards.analysis),
-        DECLARED[wildcards.analysis]["settings"],
     )
 
 
@@ -373,23 +344,6 @@ def model_figure_inputs(wildcards):
 def model_figure_args(wildcards, input):
     options = DECLARED[wildcards.analysis]["figure_inputs"]
     return analysis_protocol.arguments({o: input[o] for o in options})
-
-
-def verifier_args(wildcards):
-    s = GRID.verifier_settings(cell(wildcards), wildcards.verifier)
-    args = [
-        "--stages",
-        s["stage"],
-        "--timeout",
-        str(s["timeout"]),
-        "--batch",
-        str(s["batch"]),
-    ]
-    if s["n"]:
-        args += ["--n", str(s["n"])]
-    if s["abcrown_config"]:
-        args += ["--abcrown-config", shlex.quote(s["abcrown_config"])]
-    return " ".join(args)
 
 
 def verifier_fingerprint(wildcards):
@@ -419,3 +373,38 @@ def analysis_targets():
     figures = [f"results/analysis/{a}.png" for a in MODEL_ANALYSES]
     tables = [f for a in MODEL_ANALYSES for f in model_analysis_tables_of(a)]
     return figures + tables + [f"results/analysis/{a}.csv" for a in GRID_ANALYSES]
+
+
+def cell_stages(c):
+    """The stage jobs of cell ``c`` that run from a settings file (the train job's is cell.json)."""
+    stages = ["select", "certify", "attack", "summarize"]
+    stages += [f"analysis_{a}" for a in MODEL_ANALYSES] if c in TABLE1_CELLS else []
+    return stages + ([f"verifier_{v}" for v in VERIFIERS] if c in VERIFIER_CELLS else [])
+
+
+def write_stage_files():
+    """Every cell's stage settings files (ctbench.stagefile), written by the main process before the DAG is
+    built, and only where the content changes: a job that re-parsed the workflow per file would cost
+    seconds each. A file that does not hold what the configuration resolves (edited by hand, or made under
+    another configuration) is rewritten, and said so."""
+    for c in CELLS:
+        for stage in cell_stages(c):
+            path = f"{c.dir}/settings/{stage}.json"
+            data = GRID.stage_file(c, stage)
+            try:
+                with open(path) as f:
+                    old = json.load(f)
+            except (OSError, ValueError):
+                old = None
+            if old == data:
+                continue
+            write_json(path, data)  # a changed configuration: the rules' fingerprints re-run what it affects
+            if isinstance(old, dict) and old.get("checksum") != digest(
+                {k: v for k, v in old.items() if k != "checksum"}
+            ):
+                print(f"ctbench: {path} had been edited by hand: rewritten from the configuration",
+                      file=sys.stderr)
+
+
+if workflow.is_main_process:
+    write_stage_files()

@@ -1,6 +1,7 @@
 rule certify:
     input:
         model=rules.select.output.model,
+        settings=stage_settings("certify"),
         extra=certify_extra_inputs,
         redo=redo("certify"),
     output:
@@ -18,21 +19,18 @@ rule certify:
         mem_mb=mem_mb,
         gpu=1,
     params:
-        eps=eps_str,
-        settings=certify_args,
         root=data_root,
         fingerprint=fingerprint("certify"),
-        expect=expect("select"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
-        " --data-root {params.root} --device auto --fingerprint {params.fingerprint} {params.expect}"
-        " --out {output.h5} > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench certify --threads {threads} --model {input.model} --settings {input.settings}"
+        " --data-root {params.root} --device auto --out {output.h5} > {log} 2>&1"
 
 
 rule attack:
     input:
         model=rules.select.output.model,
         certificates=rules.certify.output.h5,
+        settings=stage_settings("attack"),
         redo=redo("attack"),
     output:
         h5="results/{dataset}/{eps}/{model}/{run}/seed{seed}/attack.h5",
@@ -49,21 +47,18 @@ rule attack:
         mem_mb=mem_mb,
         gpu=1,
     params:
-        eps=eps_str,
-        settings=attack_args,
         root=data_root,
         fingerprint=fingerprint("attack"),
-        expect=expect("select", "certify"),
     shell:
-        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --threads {threads} --model {input.model} --eps {params.eps} {params.settings}"
-        " --certificates {input.certificates} --data-root {params.root} --device auto"
-        " --fingerprint {params.fingerprint} {params.expect} --out {output.h5} > {log} 2>&1"
+        "HDF5_USE_FILE_LOCKING=FALSE ctbench attack --threads {threads} --model {input.model} --settings {input.settings}"
+        " --certificates {input.certificates} --data-root {params.root} --device auto --out {output.h5} > {log} 2>&1"
 
 
 rule summarize:
     input:
         certify=rules.certify.output.h5,
         attack=rules.attack.output.h5,
+        settings=stage_settings("summarize"),
         redo=redo("summarize"),
     output:
         metrics="results/{dataset}/{eps}/{model}/{run}/seed{seed}/metrics.json",
@@ -74,8 +69,6 @@ rule summarize:
         "../envs/ctbench.yaml"
     params:
         fingerprint=fingerprint("summarize"),
-        expect=expect("certify", "attack"),
     shell:
         "HDF5_USE_FILE_LOCKING=FALSE ctbench summarize --certify {input.certify} --attack {input.attack}"
-        " --fingerprint {params.fingerprint} {params.expect}"
-        " --out {output.table} --metrics {output.metrics} > {log} 2>&1"
+        " --settings {input.settings} --out {output.table} --metrics {output.metrics} > {log} 2>&1"

@@ -40,6 +40,7 @@ rule train:
 rule select:
     input:
         candidates=rules.train.output.candidates,
+        settings=stage_settings("select"),
     output:
         model="results/{dataset}/{eps}/{model}/{run}/seed{seed}/model.pt",
     log:
@@ -48,7 +49,6 @@ rule select:
         "../envs/ctbench.yaml"
     params:
         fingerprint=fingerprint("select"),
-        expect=expect("train"),
     shell:
-        "ctbench select {input.candidates} --threads {threads} --fingerprint {params.fingerprint} {params.expect}"
+        "ctbench select {input.candidates} --threads {threads} --settings {input.settings}"
         " --out {output.model} > {log} 2>&1"
