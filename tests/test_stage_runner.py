@@ -62,3 +62,87 @@ def test_after_sees_every_batch_and_another_fingerprint_starts_over(tmp_path):
         _run(out, hook=lambda e, i: (_ for _ in ()).throw(_Kill()))
     _, calls = _run(out, fp="b")  # the saved state belongs to another run
     assert calls == [0, 1, 2]
+
+
+# ------------------------------------------------------------- rows of a table (the per-model analyses)
+
+def test_rows_keep_their_types_across_a_kill_and_resume(tmp_path):
+    """run_rows: the rows of the batches done before a kill come back from the state with their types; the
+    resumed run calls work only for the rest and gives the same table as an uninterrupted one."""
+    import pandas as pd
+
+    from ctbench.certify.runner import run_rows
+
+    def work(item, b, sl):
+        if kill_at is not None and b == kill_at:
+            raise _Kill
+        calls.append(b)
+        idx = np.arange(sl.start, sl.stop)
+        return pd.DataFrame({"index": idx, "eps": "2/255", "ok": idx % 2 == 0, "value": idx / 3.0})
+
+    calls, kill_at = [], None
+    whole = run_rows(10, 4, lambda b, sl: b, work)  # no out: nothing saved
+    out = tmp_path / "t.parquet"
+    calls, kill_at = [], 2
+    with pytest.raises(_Kill):
+        run_rows(10, 4, lambda b, sl: b, work, out=out, key={"k": 1})
+    assert state_path(out).is_file() and calls == [0, 1]
+    calls, kill_at = [], None
+    resumed = run_rows(10, 4, lambda b, sl: b, work, out=out, key={"k": 1})
+    assert calls == [2]
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert [str(whole[c].dtype) for c in ("index", "ok", "value")] == ["int64", "bool", "float64"]
+    assert pd.api.types.is_string_dtype(whole["eps"]) and whole["eps"].tolist() == ["2/255"] * 10
+    calls = []
+    run_rows(10, 4, lambda b, sl: b, work, out=out, key={"k": 2})  # another key: starts over
+    assert calls == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["fragmentation", "utilization", "tightness", "corruption"])
+def test_a_killed_per_model_analysis_resumes_and_writes_the_same_table(name, tmp_path, monkeypatch, capfd):
+    """`ctbench analyze NAME` killed after its first batch resumes from <out>.partial.npz: the same table as
+    an uninterrupted run, and the state is gone once the table is written."""
+    from ctbench.analysis.tables import read_table
+    from ctbench.certify import runner
+    from ctbench.cli import main
+    from ctbench.training import train_ibp_model
+
+    model = train_ibp_model(tmp_path / "m", train_samples=200, epochs=1, eps=0.1)
+    args = ["analyze", name, "--model", str(model), "--n", "12", "--batch", "5", "--device", "cpu"]
+    args += ["--corruptions", "fog", "stripe"] if name == "corruption" else ["--eps", "0.1", "0.2"]
+    assert main([*args, "--out", str(tmp_path / "whole.parquet")]) == 0
+    out = tmp_path / "resumed.parquet"
+    real_add = runner.RowsState.add
+
+    def add_then_kill(self, df):
+        real_add(self, df)
+        if self.rows is not None and len(self.rows) and not getattr(self, "_killed", False):
+            self._killed = True
+            raise _Kill
+
+    monkeypatch.setattr(runner.RowsState, "add", add_then_kill)
+    with pytest.raises(_Kill):
+        main([*args, "--out", str(out)])
+    monkeypatch.setattr(runner.RowsState, "add", real_add)
+    assert not state_path(out).exists()  # killed inside the first batch: nothing saved yet
+    calls = []
+
+    def add_once_then_kill(self, df):
+        real_add(self, df)
+        calls.append(len(df))
+        if len(calls) == 2:
+            raise _Kill
+
+    monkeypatch.setattr(runner.RowsState, "add", add_once_then_kill)
+    with pytest.raises(_Kill):
+        main([*args, "--out", str(out)])
+    assert state_path(out).is_file()  # the first batch was saved
+    monkeypatch.setattr(runner.RowsState, "add", real_add)
+    capfd.readouterr()
+    assert main([*args, "--out", str(out)]) == 0
+    assert "resuming from" in capfd.readouterr().err
+    assert not state_path(out).exists()
+    (whole, _), (resumed, _) = read_table(tmp_path / "whole.parquet"), read_table(out)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(resumed, whole)

@@ -167,6 +167,53 @@ def as_batches(data, batch: int, device=None, desc: str = ""):
         yield (x, y) if device is None else (x.to(device), y.to(device))
 
 
+def batch_rows(data, batch: int, device, work, *, out=None, key: dict | None = None, desc: str = ""):
+    """The rows (a DataFrame) ``work(x (B, C, H, W), y (B,), start)`` returns for every batch of ``data`` (a pair
+    of tensors, a Dataset, or an iterable of batches; ``start``: the batch's first position in ``data``), in
+    order, through the stage runner (``ctbench.certify.runner.run_rows``): resumable from
+    ``<out>.partial.npz`` when ``out`` is given (the CLI's ``--out``; ``key`` fingerprints what determines
+    the rows), so a killed analysis continues after its last finished batch."""
+    import torch
+    from torch.utils.data import Dataset
+
+    from ctbench.certify.runner import load_samples, run_rows
+
+    if isinstance(data, Dataset):
+        n = len(data)
+
+        def load(b, sl):
+            return load_samples(data, range(sl.start, sl.stop), device or torch.device("cpu"))
+    else:
+        if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+            pairs = list(data)  # an iterable of batches
+            data = (torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])) if pairs else (
+                torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+        x_all, y_all = data
+        n = x_all.shape[0]
+
+        def load(b, sl):
+            x, y = x_all[sl], y_all[sl]
+            return (x, y) if device is None else (x.to(device), y.to(device))
+
+    return run_rows(n, batch, load, lambda xy, b, sl: work(*xy, sl.start), out=out, key=key, desc=desc)
+
+
+def resume_key(args: argparse.Namespace, loaded: Loaded, analysis: str, settings: dict) -> dict:
+    """What determines an analysis' rows (the fingerprint of its resumable state, :func:`batch_rows`)."""
+    return {"analysis": analysis, "settings": settings, "eps": [s for _, s in loaded.eps], "seed": args.seed,
+            "model_sha256": loaded.model_sha256, "dataset": loaded.spec.name, "split": loaded.split,
+            "n": len(loaded.dataset)}
+
+
+def eps_major(df, radii):
+    """``df`` (rows per batch and ε) ordered ε by ε (as requested), then by ``index``."""
+    import numpy as np
+
+    order = {text: i for i, (_, text) in enumerate(radii)}
+    keys = np.lexsort((df["index"].to_numpy(), df["eval_eps_str"].map(order).to_numpy()))
+    return df.iloc[keys].reset_index(drop=True)
+
+
 def eps_list(eps) -> list[tuple[float, str]]:
     """``eps`` (a float, a string like "2/255", or a sequence of these or of ``(value, string)`` pairs)
     as ``[(value, string), ...]``."""
@@ -227,4 +274,7 @@ def write(df, args: argparse.Namespace, loaded: Loaded, analysis: str, settings:
         "settings": settings,
     }
     write_table(df, args.out, provenance)
+    from ctbench.certify import resume
+
+    resume.state_path(args.out).unlink(missing_ok=True)  # the resumable state of batch_rows, done with
     logger.info("wrote %s (%d rows)", args.out, len(df))

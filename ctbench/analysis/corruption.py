@@ -137,7 +137,8 @@ def _plan(suite: str, source: str, corruptions, severities,
 
 
 def corruption_robustness(model, data, *, suite: str, source: str = "generated", corruptions=None,
-                          severities=None, seed: int = 0, batch: int = 256, device=None, root=None, indices=None):
+                          severities=None, seed: int = 0, batch: int = 256, device=None, root=None, indices=None,
+                          out=None, key: dict | None = None):
     """Accuracy on corrupted inputs relative to clean accuracy (see module docstring).
 
     Args:
@@ -148,6 +149,7 @@ def corruption_robustness(model, data, *, suite: str, source: str = "generated",
             ``generated``, corruptions that are not generated (CIFAR-10-C's frost) are read from ``root``
             when the published set is there (``corruption_sets.available``), else left out.
         corruptions, severities: subsets (default: all of the suite / source).
+        out, key: resumable one (corruption, severity) at a time (``ctbench.certify.runner.run_rows``).
 
     Returns: a DataFrame, one row per (corruption, severity).
     """
@@ -155,9 +157,9 @@ def corruption_robustness(model, data, *, suite: str, source: str = "generated",
     import torch
 
     from ctbench.analysis._model_cli import as_batches
+    from ctbench.certify.runner import run_rows
     from ctbench.data.corruption_sets import CORRUPTION_SETS, available, load_corruption_set
     from ctbench.data.corruptions import corrupt
-    from ctbench.logs import progress
 
     pairs = list(as_batches(data, batch))
     if not pairs:
@@ -167,10 +169,11 @@ def corruption_robustness(model, data, *, suite: str, source: str = "generated",
     x, y = torch.cat([p[0] for p in pairs]).cpu(), torch.cat([p[1] for p in pairs]).cpu()
     device = device or next(model.parameters()).device
     clean = _accuracy(model, x, y, batch, device)
-    rows = []
     read_missing = source == "generated" and suite in CORRUPTION_SETS and available(suite, root)
     plan = _plan(suite, source, corruptions, severities, read_missing)
-    for name, severity, origin in progress(plan, desc=NAME, leave=False):
+
+    def row(item, b, sl):  # one (corruption, severity) of the plan: a "batch" of the stage runner
+        name, severity, origin = item
         if origin == "generated":
             xc = torch.cat([corrupt(x[i:i + CHUNK], name, severity, suite=suite, seed=[seed, i])
                             for i in range(0, x.shape[0], CHUNK)])
@@ -181,10 +184,11 @@ def corruption_robustness(model, data, *, suite: str, source: str = "generated",
             if len(ds) < x.shape[0] or not torch.equal(yc, y[:len(ds)]):
                 logger.warning("%s/%s: labels differ from the clean test labels (or fewer images)", suite, name)
         acc = _accuracy(model, xc, yc, batch, device)
-        rows.append({"suite": suite, "source": origin, "corruption": name, "severity": severity,
-                     "n": int(xc.shape[0]), "clean_acc": clean, "corrupted_acc": acc,
-                     "relative_acc": acc / clean if clean > 0 else float("nan")})
-    return pd.DataFrame(rows)
+        return pd.DataFrame([{"suite": suite, "source": origin, "corruption": name, "severity": severity,
+                              "n": int(xc.shape[0]), "clean_acc": clean, "corrupted_acc": acc,
+                              "relative_acc": acc / clean if clean > 0 else float("nan")}])
+
+    return run_rows(len(plan), 1, lambda b, sl: plan[b], row, out=out, key=key, desc=NAME)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,10 +197,12 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = cli.load(args, need_eps=False)
     suite = args.suite or suite_for(loaded.spec.name)
+    key = cli.resume_key(args, loaded, NAME, {"suite": suite, "source": args.source, "batch": args.batch,
+                                              "corruptions": args.corruptions, "severities": args.severities})
     df = corruption_robustness(loaded.model, loaded.dataset, suite=suite, source=args.source,
                                corruptions=args.corruptions, severities=args.severities, seed=args.seed,
                                batch=args.batch, device=loaded.device, root=args.corruption_root or args.data_root,
-                               indices=getattr(loaded.dataset, "indices", None))
+                               indices=getattr(loaded.dataset, "indices", None), out=args.out, key=key)
     settings = {"suite": suite, "source": args.source, "batch": args.batch, "corruptions": args.corruptions,
                 "severities": args.severities, "coverage": coverage_note(df),
                 "provenance_of_images": "locally generated (ctbench.data.corruptions); rows with source 'published' "

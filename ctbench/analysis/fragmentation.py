@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fragmentation(model, data, eps, *, samples: int = SAMPLES, seed: int = 0, batch: int = 100,
-                  chunk: int = 10, device=None):
+                  chunk: int = 10, device=None, out=None, key: dict | None = None):
     """Sampled and IBP unstable-neuron percentages per input (see module docstring).
 
     Args:
@@ -58,19 +58,20 @@ def fragmentation(model, data, eps, *, samples: int = SAMPLES, seed: int = 0, ba
             depends only on (model, seed, ε, input): not on the other radii requested, the batch or chunk
             size, or the device (bitwise up to the network's floating-point arithmetic).
         chunk: points per input per forward pass (``chunk · batch`` inputs at once).
+        out, key: resumable batch by batch (``_model_cli.batch_rows``; the CLI passes its ``--out``).
 
-    Returns: a DataFrame, one row per (input, ε), columns as in the module docstring.
+    Returns: a DataFrame, one row per (input, ε), ε by ε; columns as in the module docstring.
     """
     import pandas as pd
 
-    from ctbench.analysis._model_cli import as_batches, eps_list
+    from ctbench.analysis._model_cli import batch_rows, eps_list, eps_major
     from ctbench.analysis.relu import ibp_preactivation_bounds, relu_count, sampled_unstable, stable_seed
 
     radii = eps_list(eps)
     relu_count(model)
-    frames = {text: [] for _, text in radii}
-    start = 0
-    for x, y in as_batches(data, batch, device, desc=NAME):
+
+    def rows(x, y, start):
+        frames = []
         for value, text in radii:
             seeds = [stable_seed(int(seed), float(value), i) for i in range(start, start + x.shape[0])]
             lower = sampled_unstable(model, x, value, samples, seeds, chunk)
@@ -78,19 +79,21 @@ def fragmentation(model, data, eps, *, samples: int = SAMPLES, seed: int = 0, ba
             n = sum(m.shape[1] for m in lower)
             lower_count = sum(m.sum(1) for m in lower).double()
             ibp_count = sum(((l < 0) & (u > 0)).sum(1) for l, u in bounds).double()
-            frames[text].append(pd.DataFrame({
+            frames.append(pd.DataFrame({
                 "eval_eps": value, "eval_eps_str": text,
                 "index": range(start, start + x.shape[0]), "label": y.cpu().numpy(),
                 "n_neurons": n, "samples": samples,
                 "unstable_lower_pct": (100.0 * lower_count / n).cpu().numpy(),
                 "unstable_ibp_pct": (100.0 * ibp_count / n).cpu().numpy(),
             }))
-        start += x.shape[0]
-    if start == 0:
+        return pd.concat(frames, ignore_index=True)
+
+    df = batch_rows(data, batch, device, rows, out=out, key=key, desc=NAME)
+    if df.empty:
         from ctbench.errors import CTBenchError
 
         raise CTBenchError("no inputs to analyse")
-    return pd.concat([f for parts in frames.values() for f in parts], ignore_index=True)
+    return eps_major(df, radii)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.chunk < 1:
         raise CTBenchError("--samples and --chunk must be >= 1")
     loaded = cli.load(args)
-    df = fragmentation(loaded.model, loaded.dataset, loaded.eps, samples=args.samples, seed=args.seed,
-                       batch=args.batch, chunk=args.chunk, device=loaded.device)
     settings = {"samples": args.samples, "chunk": args.chunk, "batch": args.batch,
                 "noise": "clamp(x + eps * clamp(N(0, 1), -1, 1), 0, 1)"}
+    df = fragmentation(loaded.model, loaded.dataset, loaded.eps, samples=args.samples, seed=args.seed,
+                       batch=args.batch, chunk=args.chunk, device=loaded.device, out=args.out,
+                       key=cli.resume_key(args, loaded, NAME, settings))
     cli.write(cli.with_identity(df, loaded), args, loaded, NAME, settings)
     return 0
 

@@ -111,14 +111,15 @@ def tightness_batch(model, x, y, eps: float, C=None):
         return torch.where(denom > 0, num / safe, torch.ones_like(num))
 
 
-def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0, batch: int = 128, device=None):
+def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0, batch: int = 128, device=None,
+              out=None, key: dict | None = None):
     """Propagation tightness per input (see module docstring) on ``data``: ``(x, y)`` tensors, a Dataset
-    or an iterable of batches; ``eps`` one radius or a sequence. Returns a DataFrame, one row per
-    (input, ε)."""
+    or an iterable of batches; ``eps`` one radius or a sequence; ``out``, ``key``: resumable batch by batch
+    (``_model_cli.batch_rows``). Returns a DataFrame, one row per (input, ε), ε by ε."""
     import pandas as pd
     import torch
 
-    from ctbench.analysis._model_cli import as_batches, eps_list
+    from ctbench.analysis._model_cli import batch_rows, eps_list, eps_major
     from ctbench.analysis.relu import stable_seed
     from ctbench.bounds import ibp_bounds, margin_spec
     from ctbench.errors import CTBenchError
@@ -126,9 +127,8 @@ def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0
     if max_margins < 0:
         raise CTBenchError(f"max_margins must be >= 0, got {max_margins}")
     radii = eps_list(eps)
-    frames = {text: [] for _, text in radii}
-    start = 0
-    for x, y in as_batches(data, batch, device, desc=NAME):
+
+    def rows(x, y, start):
         with torch.no_grad():
             logits = model(x)
         C_all = margin_spec(y, logits.shape[1], dtype=x.dtype)
@@ -139,28 +139,32 @@ def tightness(model, data, eps, *, max_margins: int = MAX_MARGINS, seed: int = 0
             keys = [torch.rand(C.shape[1], generator=g) for g in gens]
             pick = torch.stack(keys).argsort(1)[:, :max_margins].to(x.device)  # (B, max_margins)
             C = C.gather(1, pick.unsqueeze(-1).expand(-1, -1, C.shape[2]))
+        frames = []
         for value, text in radii:
             tau = tightness_batch(model, x, y, value, C)
             with torch.no_grad():
                 lb, _ = ibp_bounds(model, (x - value).clamp(min=0), (x + value).clamp(max=1), C_all)
-            frames[text].append(pd.DataFrame({
+            frames.append(pd.DataFrame({
                 "eval_eps": value, "eval_eps_str": text, "index": range(start, start + x.shape[0]),
                 "label": y.cpu().numpy(), "n_margins": C.shape[1], "tightness": tau.mean(1).double().cpu().numpy(),
                 "correct": (logits.argmax(1) == y).cpu().numpy(), "ibp_certified": (lb > 0).all(1).cpu().numpy(),
             }))
-        start += x.shape[0]
-    if start == 0:
+        return pd.concat(frames, ignore_index=True)
+
+    df = batch_rows(data, batch, device, rows, out=out, key=key, desc=NAME)
+    if df.empty:
         raise CTBenchError("no inputs to analyse")
-    return pd.concat([f for parts in frames.values() for f in parts], ignore_index=True)
+    return eps_major(df, radii)
 
 
 def run(args: argparse.Namespace) -> int:
     from ctbench.analysis import _model_cli as cli
 
     loaded = cli.load(args)
-    df = tightness(loaded.model, loaded.dataset, loaded.eps, max_margins=args.max_margins, seed=args.seed,
-                   batch=args.batch, device=loaded.device)
     settings = {"max_margins": args.max_margins, "relu_adjust": "local", "batch": args.batch}
+    df = tightness(loaded.model, loaded.dataset, loaded.eps, max_margins=args.max_margins, seed=args.seed,
+                   batch=args.batch, device=loaded.device, out=args.out,
+                   key=cli.resume_key(args, loaded, NAME, settings))
     cli.write(cli.with_identity(df, loaded), args, loaded, NAME, settings)
     return 0
 

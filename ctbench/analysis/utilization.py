@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "fractions (default: the model's training eps); utilization itself is on clean inputs")
 
 
-def utilization(model, data, eps, *, batch: int = 256, device=None):
+def utilization(model, data, eps, *, batch: int = 256, device=None, out=None, key: dict | None = None):
     """Utilization and IBP ReLU status of ``model`` (eval mode) on ``data`` (see module docstring).
 
     Args:
@@ -44,44 +44,48 @@ def utilization(model, data, eps, *, batch: int = 256, device=None):
         eps: one radius or a sequence (floats, strings like "2/255", or (value, string) pairs).
         batch: inputs per batch when ``data`` is a pair of tensors or a Dataset.
         device: move batches there (default: leave them where they are).
+        out, key: resumable batch by batch (``_model_cli.batch_rows``: each batch's counts are its rows).
 
     Returns: a DataFrame with columns ``eval_eps, eval_eps_str, layer, n_neurons, n_inputs,
     utilization_pct, dead_pct, active_pct, unstable_pct``.
     """
     import pandas as pd
-    import torch
 
-    from ctbench.analysis._model_cli import as_batches, eps_list
+    from ctbench.analysis._model_cli import batch_rows, eps_list
     from ctbench.analysis.relu import ibp_preactivation_bounds, preactivations, relu_count, status
 
     radii = eps_list(eps)
     L = relu_count(model)
-    sizes = None
-    n_inputs = 0
-    active_clean = torch.zeros(L, dtype=torch.float64)
-    box = torch.zeros(len(radii), 3, L, dtype=torch.float64)  # (eps, dead/active/unstable, layer)
-    for x, _ in as_batches(data, batch, device, desc=NAME):
+
+    def counts(x, y, start):  # one row per (ε, layer): this batch's neuron counts (integers, exact in float64)
         pre = preactivations(model, x)
-        sizes = [z.shape[1] for z in pre]
-        n_inputs += x.shape[0]
-        active_clean += torch.tensor([float((z > 0).sum()) for z in pre], dtype=torch.float64)
+        rows = []
         for i, (value, _) in enumerate(radii):
             for k, (l, u) in enumerate(ibp_preactivation_bounds(model, x, value)):
-                box[i, :, k] += torch.tensor([float(c.sum()) for c in status(l, u)], dtype=torch.float64)
-    if n_inputs == 0:
+                dead, active, unstable = (float(c.sum()) for c in status(l, u))
+                rows.append({"eps_pos": i, "layer": k, "size": pre[k].shape[1], "inputs": x.shape[0],
+                             "active_clean": float((pre[k] > 0).sum()), "dead": dead, "active": active,
+                             "unstable": unstable})
+        return pd.DataFrame(rows)
+
+    per_batch = batch_rows(data, batch, device, counts, out=out, key=key, desc=NAME)
+    if per_batch.empty:
         from ctbench.errors import CTBenchError
 
         raise CTBenchError("no inputs to analyse")
-    n = torch.tensor(sizes, dtype=torch.float64)
+    total = per_batch.groupby(["eps_pos", "layer"]).sum()
+    n_inputs = int(total.loc[(0, 0), "inputs"])
+    sizes = per_batch.groupby("layer")["size"].first()
     rows = []
     for i, (value, text) in enumerate(radii):
-        for k, name in [(k, f"relu{k + 1}") for k in range(L)] + [(None, "all")]:
-            sel = slice(None) if k is None else slice(k, k + 1)
-            denom = float(n[sel].sum()) * n_inputs / 100.0
-            dead, active, unstable = (float(box[i, j, sel].sum()) / denom for j in range(3))
-            rows.append({"eval_eps": value, "eval_eps_str": text, "layer": name, "n_neurons": int(n[sel].sum()),
-                         "n_inputs": n_inputs, "utilization_pct": float(active_clean[sel].sum()) / denom,
-                         "dead_pct": dead, "active_pct": active, "unstable_pct": unstable})
+        for ks, name in [([k], f"relu{k + 1}") for k in range(L)] + [(list(range(L)), "all")]:
+            part = total.loc[[(i, k) for k in ks]]
+            n = int(sizes[ks].sum())
+            denom = float(n) * n_inputs / 100.0
+            pct = {c: float(part[c].sum()) / denom for c in ("active_clean", "dead", "active", "unstable")}
+            rows.append({"eval_eps": value, "eval_eps_str": text, "layer": name, "n_neurons": n,
+                         "n_inputs": n_inputs, "utilization_pct": pct["active_clean"], "dead_pct": pct["dead"],
+                         "active_pct": pct["active"], "unstable_pct": pct["unstable"]})
     return pd.DataFrame(rows)
 
 
@@ -89,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from ctbench.analysis import _model_cli as cli
 
     loaded = cli.load(args)
-    df = utilization(loaded.model, loaded.dataset, loaded.eps, batch=args.batch, device=loaded.device)
-    cli.write(cli.with_identity(df, loaded), args, loaded, NAME, {"batch": args.batch})
+    settings = {"batch": args.batch}
+    df = utilization(loaded.model, loaded.dataset, loaded.eps, batch=args.batch, device=loaded.device, out=args.out,
+                     key=cli.resume_key(args, loaded, NAME, settings))
+    cli.write(cli.with_identity(df, loaded), args, loaded, NAME, settings)
     return 0
 
 

@@ -27,7 +27,7 @@ import torch
 from ctbench.certify import hdf5, resume
 from ctbench.certify.cascade import boxes, check_writable
 from ctbench.certify.run import load_for_certification, model_attrs, select_indices
-from ctbench.certify.runner import BatchRun, BatchState
+from ctbench.certify.runner import BatchRun, BatchState, load_samples
 from ctbench.certify.stages import min_margin
 from ctbench.certify.status import CERTIFIED_VALUES, Status
 from ctbench.core import config_default, eps_pair, resolve_device
@@ -120,7 +120,7 @@ def attack_file(
                    hook=hook)
     t_all = time.perf_counter()
     attacker = _Attacker(model, dev, attacks, value, steps, restarts, loss, seed, spec)
-    run.run(lambda b, sl: _load(ds, indices[sl], dev), lambda xy, b, sl: attacker.batch(st, *xy, b, sl))
+    run.run(lambda b, sl: load_samples(ds, indices[sl], dev), lambda xy, b, sl: attacker.batch(st, *xy, b, sl))
     datasets, res, extra = _results(st, indices, cert, certificates)
     attrs = {
         **hdf5.provenance_attrs(hdf5.ATTACK_FORMAT),
@@ -166,11 +166,6 @@ def _check_attacks(attack: str, steps: int, restarts: int, batch_size: int) -> l
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise CTBenchError("need steps >= 0, restarts >= 1 and batch size >= 1")
     return attacks
-
-
-def _load(ds, idx, dev):
-    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
-    return torch.stack(xs).float().to(dev), torch.as_tensor(ys, dtype=torch.int64, device=dev)
 
 
 class _Attacker:

@@ -39,7 +39,7 @@ import torch
 from ctbench.certify import hdf5
 from ctbench.certify.resume import fingerprint as run_fingerprint
 from ctbench.certify.resume import state_path  # noqa: F401  (where the resume state is: tests import it here)
-from ctbench.certify.runner import BatchRun, BatchState
+from ctbench.certify.runner import BatchRun, BatchState, load_samples
 from ctbench.certify.stages import (
     CERTIFY_STAGES,
     DEFAULT_STAGES,
@@ -222,7 +222,7 @@ def certify_model(
     logger.info("%s", activity.start_line())
 
     def load(b, sl):
-        x, y = _load(dataset, indices[sl], device)
+        x, y = load_samples(dataset, indices[sl], device)
         activity.batch = b
         return Batch(x, y, *boxes(x, settings.eps), sample_index=indices[sl])
 
@@ -253,11 +253,6 @@ def _available_stages(settings: CertifySettings) -> tuple[CertifySettings, list[
             raise CTBenchError(f"no certification stage left: {', '.join(missing)} not available here")
         settings = dataclasses.replace(settings, stages=tuple(stages))
     return settings, missing
-
-
-def _load(dataset, idx, device):
-    xs, ys = zip(*(dataset[int(i)] for i in idx), strict=True)
-    return torch.stack(xs).float().to(device), torch.as_tensor(ys, dtype=torch.int64).to(device)
 
 
 class _Activity:

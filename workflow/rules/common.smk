@@ -127,12 +127,17 @@ def write_cell_file(wildcards, path):
 
 def stage_settings(kind):
     """input: the stage settings file the job runs (ctbench.stagefile), e.g. settings/certify.json or, for
-    kind "analysis"/"verifier", settings/analysis_<analysis>.json (written by write_stage_files below).
+    the kinds analysis and verifier, settings/analysis_<analysis>.json (written by write_stage_files below).
     ancient(): only its content counts — a changed content has changed the stage's fingerprint, a params
-    entry of the rule, which re-runs it (and a results tree from before these files existed is not re-run)."""
+    entry of the rule, which re-runs it (and a results tree from before these files existed is not re-run).
+    """
 
     def _stage_settings(wildcards):
-        stage = f"{kind}_{getattr(wildcards, kind)}" if kind in ("analysis", "verifier") else kind
+        stage = (
+            f"{kind}_{getattr(wildcards, kind)}"
+            if kind in ("analysis", "verifier")
+            else kind
+        )
         return ancient(f"{cell(wildcards).dir}/settings/{stage}.json")
 
     return _stage_settings
@@ -379,7 +384,9 @@ def cell_stages(c):
     """The stage jobs of cell ``c`` that run from a settings file (the train job's is cell.json)."""
     stages = ["select", "certify", "attack", "summarize"]
     stages += [f"analysis_{a}" for a in MODEL_ANALYSES] if c in TABLE1_CELLS else []
-    return stages + ([f"verifier_{v}" for v in VERIFIERS] if c in VERIFIER_CELLS else [])
+    return stages + (
+        [f"verifier_{v}" for v in VERIFIERS] if c in VERIFIER_CELLS else []
+    )
 
 
 def write_stage_files():
@@ -398,12 +405,16 @@ def write_stage_files():
                 old = None
             if old == data:
                 continue
-            write_json(path, data)  # a changed configuration: the rules' fingerprints re-run what it affects
+            write_json(
+                path, data
+            )  # a changed configuration: the rules' fingerprints re-run what it affects
             if isinstance(old, dict) and old.get("checksum") != digest(
                 {k: v for k, v in old.items() if k != "checksum"}
             ):
-                print(f"ctbench: {path} had been edited by hand: rewritten from the configuration",
-                      file=sys.stderr)
+                print(
+                    f"ctbench: {path} had been edited by hand: rewritten from the configuration",
+                    file=sys.stderr,
+                )
 
 
 if workflow.is_main_process:
