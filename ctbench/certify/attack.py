@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,37 +64,43 @@ def attack_batch(model, model64, x, y, eps, *, attack, steps, restarts, loss, nu
     return (m32 < 0) & (m64 < 0), m32
 
 
-def attack_file(
-    model_path,
-    out,
-    *,
-    eps,
-    attack: str = "pgd",
-    steps: int = config_default("attack.steps"),
-    restarts: int = config_default("attack.restarts"),
-    loss: str = "ce",
-    dataset: str | None = None,
-    split: str = "test",
-    n: int | None = None,
-    start: int = 0,
-    batch_size: int = 256,
-    device: str = "auto",
-    certificates=None,
-    seed: int = 0,
-    data_root=None,
-    hook=None,
-    resume_state: bool = True,
-    fingerprint: str | None = None,
-    expect: dict | None = None,
-) -> dict:
-    """``ctbench attack``; returns counts (also written as attributes of ``out``).
+@dataclass(frozen=True)
+class AttackSettings:
+    """What an attack run applies (``attack_settings`` of attack.h5, part of its resume fingerprint); the
+    defaults a grid configuration sets live in its schema (``ctbench.core.config_default``)."""
+
+    attack: str = "pgd"  #: pgd, autoattack, or both comma-separated (in that order)
+    steps: int = config_default("attack.steps")
+    restarts: int = config_default("attack.restarts")
+    loss: str = "ce"
+    seed: int = 0
+    batch_size: int = 256
+
+    @property
+    def attacks(self) -> list[str]:
+        return _check_attacks(self.attack, self.steps, self.restarts, self.batch_size)
+
+    def record(self) -> dict:
+        attacks = self.attacks
+        return {"attack": ",".join(attacks), "steps": self.steps, "restarts": self.restarts, "loss": self.loss,
+                "seed": self.seed, "batch_size": self.batch_size,
+                "autoattack_version": "standard" if "autoattack" in attacks else None}
+
+
+def attack_file(model_path, out, *, eps, dataset: str | None = None, split: str = "test", n: int | None = None,
+                start: int = 0, device: str = "auto", certificates=None, data_root=None, hook=None,
+                resume_state: bool = True, fingerprint: str | None = None, expect: dict | None = None,
+                **settings) -> dict:
+    """``ctbench attack``; returns counts (also written as attributes of ``out``). ``settings``: the fields of
+    :class:`AttackSettings` (attack, steps, restarts, loss, seed, batch_size).
 
     Resumable: after every batch the per-sample vectors go to ``<out>.partial.npz`` (with a fingerprint
     of model, data range, ε and settings); a rerun continues after the last finished batch, and with
     the per-batch seeds gives the same file as an uninterrupted run (except timing). ``hook(event,
     info)`` is called after each persisted batch (progress, or a simulated kill in tests).
     """
-    attacks = _check_attacks(attack, steps, restarts, batch_size)
+    s = AttackSettings(**settings)
+    attacks = s.attacks
     value, text = eps_pair(eps)
     dev = resolve_device(device)
     out = Path(out)
@@ -102,11 +109,11 @@ def attack_file(
     indices = np.asarray(select_indices(len(ds), start, n), dtype=np.int64)
     cert, cert_attrs = _read_certificates(certificates) if certificates is not None else (None, {})
     N = len(indices)
-    settings = _settings(attacks, steps=steps, restarts=restarts, loss=loss, seed=seed, batch_size=batch_size)
+    recorded = s.record()
     attrs_model = _model_attrs(model_path, meta, spec.name, split, fingerprint, expect, certificates, cert_attrs)
     fp = resume.fingerprint(
         {
-            "settings": settings,
+            "settings": recorded,
             "eps": value,
             "indices": [int(indices[0]) if N else 0, N],
             "model_sha256": attrs_model.get("model_sha256"),
@@ -116,10 +123,10 @@ def attack_file(
         }
     )
     st = _AttackState(N, attacks)
-    run = BatchRun(out, st, fp, n=N, batch_size=batch_size, desc=f"attack {out.name}", resume_state=resume_state,
+    run = BatchRun(out, st, fp, n=N, batch_size=s.batch_size, desc=f"attack {out.name}", resume_state=resume_state,
                    hook=hook)
     t_all = time.perf_counter()
-    attacker = _Attacker(model, dev, attacks, value, steps, restarts, loss, seed, spec)
+    attacker = _Attacker(model, dev, value, s, spec)
     run.run(lambda b, sl: load_samples(ds, indices[sl], dev), lambda xy, b, sl: attacker.batch(st, *xy, b, sl))
     datasets, res, extra = _results(st, indices, cert, certificates)
     attrs = {
@@ -128,7 +135,7 @@ def attack_file(
         "eps": text,
         "eps_float": value,
         "attack": ",".join(attacks),
-        "attack_settings": settings,
+        "attack_settings": recorded,
         "device": str(dev),
         "wall_time_s": time.perf_counter() - t_all,
         **extra,
@@ -136,12 +143,6 @@ def attack_file(
     }
     run.finish(lambda: hdf5.write_h5(out, datasets, attrs, enum_datasets=()))
     return {**res, **extra}
-
-
-def _settings(attacks: list[str], **kw) -> dict:
-    """The run's attack settings (``attack_settings`` of attack.h5, part of the resume fingerprint)."""
-    return {"attack": ",".join(attacks), **{k: kw[k] for k in ("steps", "restarts", "loss", "seed", "batch_size")},
-            "autoattack_version": "standard" if "autoattack" in attacks else None}
 
 
 def _model_attrs(model_path, meta, dataset, split, fingerprint, expect, certificates, cert_attrs) -> dict:
@@ -171,15 +172,15 @@ def _check_attacks(attack: str, steps: int, restarts: int, batch_size: int) -> l
 class _Attacker:
     """The attacks of one run, applied batch by batch to an :class:`_AttackState`."""
 
-    def __init__(self, model, dev, attacks, eps, steps, restarts, loss, seed, spec):
+    def __init__(self, model, dev, eps, s: AttackSettings, spec):
         import copy
 
         self.model = model.to(dev).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model64 = copy.deepcopy(self.model).double().eval()
-        self.attacks, self.eps, self.steps, self.restarts, self.loss = attacks, eps, steps, restarts, loss
-        self.seed, self.spec = seed, spec
+        self.attacks, self.eps, self.steps, self.restarts, self.loss = s.attacks, eps, s.steps, s.restarts, s.loss
+        self.seed, self.spec = s.seed, spec
 
     def batch(self, st: _AttackState, x, y, b: int, sl: slice) -> None:
         """Batch ``b`` (rows ``sl``): clean prediction, then each attack on the samples not broken yet."""
