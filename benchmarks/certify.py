@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--pgd-restarts", type=int, default=5)
     p.add_argument("--pgd-loss", default="margin", choices=("margin", "ce"), help="the falsifier's loss")
     p.add_argument("--pgd-targets", type=int, default=3, help="runner-up classes the falsifier targets")
+    p.add_argument("--pgd-check-every", type=int, default=10,
+                   help="falsifier steps between checks that drop broken samples (0: at the end of a restart)")
     p.add_argument("--train-samples", type=int, default=6000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, help="CPU threads (default: ctbench's, the CPUs this process may use)")
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
             pgd_restarts=args.pgd_restarts,
             pgd_loss=args.pgd_loss,
             pgd_targets=args.pgd_targets,
+            pgd_check_every=args.pgd_check_every,
             bab_beta=not args.no_bab_beta,
             abcrown_config=args.abcrown_config,
             device=args.device,

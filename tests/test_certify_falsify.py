@@ -87,6 +87,103 @@ def test_falsifier_is_sound_and_stops_on_broken_samples():
         m = z[:, 0] - z[:, 1]
         return (m < 0) & ((x_adv >= lo[idx]) & (x_adv <= hi[idx])).flatten(1).all(1), m
 
-    broken, best, m = falsify(net, x, y, lo, hi, confirm, steps=20, restarts=4, targets=1)
+    broken, best, m = falsify(net, x, y, lo, hi, confirm, steps=20, restarts=4, targets=1, check_every=0)
     assert broken.all() and (m < 0).all() and (best >= lo).all() and (best <= hi).all()
     assert seen == [[0, 1, 2], [0, 1, 2]]  # the clean check and one restart; then nothing is left to search
+    seen.clear()
+    broken, best, m = falsify(net, x, y, lo, hi, confirm, steps=20, restarts=4, targets=1)
+    assert broken.all() and (m < 0).all() and (best >= lo).all() and (best <= hi).all()
+    # the clean check, the check at step 10 (all broken: the restart ends there), the restart's result
+    assert seen == [[0, 1, 2], [0, 1, 2], [0, 1, 2]]
+
+
+class _Counting(nn.Module):
+    """The wrapped network, counting the inputs it evaluates (in either precision)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.net(x)
+
+
+def _mixed_problem(seed=0):
+    """A random MLP and inputs of which a PGD with a few steps breaks some, and some only later or never."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(36, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    net.eval()
+    x = torch.rand(64, 1, 6, 6)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+def test_the_falsifier_stops_a_broken_sample_inside_its_restart():
+    """Issue 25: with checks inside the restart, the falsifier breaks at least the samples it broke before,
+    every point it returns for them is a confirmed counterexample, and it evaluates the network on fewer
+    inputs (the broken samples leave the batch at the next check)."""
+    from ctbench.certify.falsify import falsify
+
+    net, x, y = _mixed_problem()
+    counted = _Counting(net)
+    lo, hi = (x - 0.15).clamp(0, 1), (x + 0.15).clamp(0, 1)  # about two thirds of the samples can be broken
+
+    def confirm(points, idx):
+        with torch.no_grad():
+            z = counted(points).double()
+        true = z.gather(1, y[idx, None]).squeeze(1)
+        other = z.masked_fill(torch.nn.functional.one_hot(y[idx], 4).bool(), float("-inf")).amax(1)
+        inside = ((points >= lo[idx]) & (points <= hi[idx])).flatten(1).all(1)
+        return inside & (other > true), (true - other)
+
+    results = {}
+    for check_every in (0, 10):
+        counted.rows = 0
+        torch.manual_seed(1)
+        broken, best, m = falsify(counted, x, y, lo, hi, confirm, steps=100, restarts=3, targets=2,
+                                  check_every=check_every)
+        results[check_every] = broken, best, m, counted.rows
+    (b0, _, _, rows0), (b10, best10, m10, rows10) = results[0], results[10]
+    assert 0 < int(b0.sum()) < len(y), "the problem must have broken and unbroken samples"
+    assert bool((b10 | ~b0).all()) and int(b10.sum()) >= int(b0.sum())
+    assert bool((m10[b10] < 0).all()) and bool(confirm(best10[b10], b10.nonzero().flatten())[0].all())
+    assert rows10 < 0.8 * rows0, (rows10, rows0)
+
+
+def test_pgd_with_a_check_that_never_fires_is_the_plain_attack():
+    """done=None and a done that confirms nothing give the same points (same random draws): the early stop
+    changes nothing for samples it does not stop."""
+    from ctbench.attacks import pgd_attack
+
+    net, x, y = _mixed_problem(3)
+    lo, hi = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
+    torch.manual_seed(2)
+    plain = pgd_attack(net, x, y, lo, hi, steps=25, restarts=3, loss="margin")
+    torch.manual_seed(2)
+    never = pgd_attack(net, x, y, lo, hi, steps=25, restarts=3, loss="margin",
+                       done=lambda points, idx: torch.zeros(len(idx), dtype=torch.bool))
+    assert torch.equal(plain, never)
+
+
+def test_the_attack_stops_a_broken_sample_too():
+    """`ctbench attack`'s PGD (cross-entropy, restarts inside one call) drops a sample once its best point is
+    broken in float32 and float64: at least the same samples broken, on fewer network evaluations."""
+    import copy
+
+    from ctbench.certify.attack import attack_batch
+
+    net, x, y = _mixed_problem()
+    counted = _Counting(net)
+    model64 = copy.deepcopy(net).double()
+    out = {}
+    for check_every in (0, 10):
+        counted.rows = 0
+        torch.manual_seed(4)
+        broken, margin = attack_batch(counted, model64, x, y, 0.15, attack="pgd", steps=60, restarts=3, loss="ce",
+                                      num_classes=4, seed=0, check_every=check_every)
+        out[check_every] = broken, margin, counted.rows
+    (b0, _, rows0), (b10, m10, rows10) = out[0], out[10]
+    assert 0 < int(b0.sum()) < len(y) and bool((b10 | ~b0).all())
+    assert bool((m10[b10] < 0).all()) and rows10 < 0.8 * rows0, (rows10, rows0)

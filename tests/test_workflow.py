@@ -186,17 +186,29 @@ def test_the_ci_grid_gives_the_numbers_it_gave_before_the_redesign(tiny_run):
     """Issue 27's acceptance: every output's numbers on the CI grid — per-sample certificates and attacks,
     verifier vectors, metrics.json, the per-model analysis tables, Table 1, the seed and ablation tables and the
     cross-cell analyses (timings left out) — and every fingerprint are those of the run before the stage
-    settings files (commit c57679c). The reference was recorded with
+    settings files and the stage runner of the analyses (commit c57679c). The reference was recorded with
     ``python tests/_grid_outputs.py results tests/data/ci_grid_reference.json.gz`` after
-    ``snakemake --cores 2 --configfile config/ci.yaml`` at that commit; a change that is meant to change the
-    numbers records it anew and says why."""
+    ``snakemake --cores 2 --configfile config/ci.yaml`` at that commit.
+
+    One change is meant (issue 25): the PGD falsifier stops a sample at its first confirmed counterexample,
+    so the PGD stage's margin of a falsified sample is that point's — negative before and after, never lower
+    than the full search's — and nothing else may differ."""
     import _grid_outputs as outputs
+
+    from ctbench.certify.status import Status
 
     reference = outputs.load(ROOT / "tests/data/ci_grid_reference.json.gz")
     now = outputs.collect(tiny_run / "results")
     assert len(reference) > 40 and set(now) == set(reference), sorted(set(now) ^ set(reference))
-    diffs = outputs.differences(reference, now)
-    assert not diffs, "\n".join(diffs)
+    pgd = 2  # the PGD stage's column in config/ci.yaml's cascade (IBP, CROWN-IBP, PGD)
+    margin = re.compile(rf"^/(.+/certify\.h5)/stage_margins\[(\d+)\]\[{pgd}\]: (\S+) before, (\S+) after$")
+
+    def meant(diff: str) -> bool:
+        m = margin.match(diff)
+        return bool(m) and float(m[3]) <= float(m[4]) < 0 and now[m[1]]["status"][int(m[2])] == Status.FALSIFIED
+
+    diffs = [d for d in outputs.differences(reference, now, limit=100_000) if not meant(d)]
+    assert not diffs, "\n".join(diffs[:20])
 
 
 def test_analyses_of_the_tiny_run(tiny_run, tmp_path):

@@ -20,6 +20,8 @@ is switched off during the attack (saves work) and restored afterwards.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,6 +74,8 @@ def pgd_attack(
     step_size: float | None = None,
     loss: str = "ce",
     target: torch.Tensor | None = None,
+    done=None,
+    check_every: int = 10,
 ) -> torch.Tensor:
     """Adversarial examples within the box ``[lower, upper]``.
 
@@ -82,43 +86,83 @@ def pgd_attack(
         steps: gradient steps per restart (0: random point only); restarts: ≥ 1 random starts.
         step_size: initial step as a fraction of the half-width ``(ub − lb)/2``; None → max(0.25, 2/steps).
         loss: ``"ce"`` or ``"margin"``; target: (B,) int64 class to push each sample towards (margin only).
+        done: ``done(points (n, *input), idx (n,) int64) -> (n,) bool``: whether each sample's best point so
+            far already breaks it (e.g. a confirmed counterexample). Checked every ``check_every`` steps and
+            at the end of a restart; a sample it confirms is attacked no further (its point is kept), so the
+            attack's cost follows the samples that are still robust. None: every sample runs every step.
 
     Returns:
         ``x_adv`` (B, *input), detached, ``lower <= x_adv <= upper``: per sample the evaluated point with
-        the highest loss over all iterations and restarts.
+        the highest loss over all iterations and restarts (or, with ``done``, the first point it confirmed).
     """
     if loss not in ATTACK_LOSSES:
         raise CTBenchError(f"unknown attack loss {loss!r}; known: {', '.join(ATTACK_LOSSES)}")
-    if steps < 0 or restarts < 1:
+    if steps < 0 or restarts < 1 or check_every < 1:
         raise CTBenchError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
     lr0 = default_step_size(steps) if step_size is None else float(step_size)
     lower, upper = lower.detach(), upper.detach()
-    half_width = (upper - lower) / 2
     best_x = x.detach().clone().clamp_(min=lower).clamp_(max=upper)
     best_loss = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
+    active = torch.arange(x.shape[0], device=x.device)  # the samples still attacked
     flags = [p.requires_grad for p in model.parameters()]
     try:
         for p in model.parameters():
             p.requires_grad_(False)
         for _ in range(restarts):
-            x_adv = x.detach() + (torch.rand_like(x) - 0.5) * (upper - lower)
-            x_adv = torch.max(torch.min(x_adv, upper), lower)
-            for it in range(steps + 1):
-                x_adv.requires_grad_(True)
-                with torch.enable_grad():
-                    sample_loss = per_sample_loss(model(x_adv), y, loss, target)
-                    objective = sample_loss.sum()
-                improved = sample_loss.detach() > best_loss
-                best_loss = torch.where(improved, sample_loss.detach(), best_loss)
-                best_x[improved] = x_adv.detach()[improved]
-                if it == steps:
-                    break
-                (grad,) = torch.autograd.grad(objective, x_adv)
-                lr = lr0 * step_size_multiplier(it, steps)
-                with torch.no_grad():
-                    x_adv = x_adv.detach() + lr * half_width * grad.sign()
-                    x_adv = torch.max(torch.min(x_adv, upper), lower)
+            if active.numel() == 0:
+                break
+            active = _restart(model, x, y, lower, upper, target, loss, steps, lr0, best_x, best_loss, active,
+                              done, check_every)
     finally:
         for p, flag in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(flag)
     return best_x
+
+
+#: the loss above which a point may misclassify: margin > 0; cross-entropy > log 2 (the true class's
+#: probability below one half is necessary for another class to lead)
+_MAY_BREAK = {"margin": 0.0, "ce": math.log(2.0)}
+
+
+def _not_done(done, best_x, best_loss, idx, loss) -> torch.Tensor:
+    """(n,) bool: the samples ``idx`` that ``done`` does not confirm; only those whose best loss says they may
+    be broken are checked (so the checks cost nothing while no sample is near breaking)."""
+    keep = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+    may = (best_loss[idx] > _MAY_BREAK[loss]).nonzero().flatten()
+    if may.numel():
+        keep[may] = ~done(best_x[idx[may]], idx[may]).to(idx.device)
+    return keep
+
+
+def _restart(model, x, y, lower, upper, target, loss, steps, lr0, best_x, best_loss, idx, done, check_every):
+    """One random start and ``steps`` sign steps on the samples ``idx``, updating ``best_x``/``best_loss`` in
+    place; returns the samples ``done`` has not confirmed (all of ``idx`` without ``done``)."""
+    lo, hi = lower[idx], upper[idx]
+    yi, ti = y[idx], (target[idx] if target is not None else None)
+    x_adv = x[idx].detach() + (torch.rand_like(x[idx]) - 0.5) * (hi - lo)
+    x_adv = torch.max(torch.min(x_adv, hi), lo)
+    for it in range(steps + 1):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            sample_loss = per_sample_loss(model(x_adv), yi, loss, ti)
+            objective = sample_loss.sum()
+        improved = sample_loss.detach() > best_loss[idx]
+        best_loss[idx[improved]] = sample_loss.detach()[improved]
+        best_x[idx[improved]] = x_adv.detach()[improved]
+        grad = torch.autograd.grad(objective, x_adv)[0] if it < steps else None
+        x_adv = x_adv.detach()
+        if done is not None and (it == steps or (it > 0 and it % check_every == 0)):
+            keep = _not_done(done, best_x, best_loss, idx, loss)
+            if not keep.all():
+                idx, x_adv, lo, hi, yi = idx[keep], x_adv[keep], lo[keep], hi[keep], yi[keep]
+                ti = ti[keep] if ti is not None else None
+                grad = grad[keep] if grad is not None else None
+                if idx.numel() == 0:
+                    break
+        if it == steps:
+            break
+        lr = lr0 * step_size_multiplier(it, steps)
+        with torch.no_grad():
+            x_adv = x_adv + lr * ((hi - lo) / 2) * grad.sign()
+            x_adv = torch.max(torch.min(x_adv, hi), lo)
+    return idx

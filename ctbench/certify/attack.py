@@ -48,13 +48,19 @@ def _autoattack(model, x, y, eps, num_classes, seed):
     return atk(x, y)
 
 
-def attack_batch(model, model64, x, y, eps, *, attack, steps, restarts, loss, num_classes, seed):
-    """(broken (B,) bool, margin at the attack point (B,) float) for correctly classified inputs x."""
+def attack_batch(model, model64, x, y, eps, *, attack, steps, restarts, loss, num_classes, seed, check_every=10):
+    """(broken (B,) bool, margin at the attack point (B,) float) for correctly classified inputs x. PGD stops
+    attacking a sample once its best point breaks it (checked every ``check_every`` steps; 0: at the end)."""
     lo64, hi64, _, _, lo_in, hi_in = boxes(x, eps)
     if attack == "pgd":
         from ctbench.attacks import pgd_attack
 
-        x_adv = pgd_attack(model, x, y, lo_in, hi_in, steps=steps, restarts=restarts, loss=loss)
+        def broken(points, idx):  # the criterion below, on the samples idx
+            with torch.no_grad():
+                return (min_margin(model(points), y[idx]) < 0) & (min_margin(model64(points.double()), y[idx]) < 0)
+
+        x_adv = pgd_attack(model, x, y, lo_in, hi_in, steps=steps, restarts=restarts, loss=loss,
+                           done=broken if check_every else None, check_every=check_every or 1)
     else:
         x_adv = _autoattack(model, x, y, eps, num_classes, seed).detach()
     x_adv = torch.max(torch.min(x_adv.to(x.dtype), hi_in), lo_in)
@@ -75,15 +81,18 @@ class AttackSettings:
     loss: str = "ce"
     seed: int = 0
     batch_size: int = 256
+    check_every: int = 10  #: PGD steps between checks that drop broken samples (0: every sample every step)
 
     @property
     def attacks(self) -> list[str]:
+        if self.check_every < 0:
+            raise CTBenchError(f"check_every must be >= 0, got {self.check_every}")
         return _check_attacks(self.attack, self.steps, self.restarts, self.batch_size)
 
     def record(self) -> dict:
         attacks = self.attacks
         return {"attack": ",".join(attacks), "steps": self.steps, "restarts": self.restarts, "loss": self.loss,
-                "seed": self.seed, "batch_size": self.batch_size,
+                "seed": self.seed, "batch_size": self.batch_size, "check_every": self.check_every,
                 "autoattack_version": "standard" if "autoattack" in attacks else None}
 
 
@@ -180,7 +189,7 @@ class _Attacker:
             p.requires_grad_(False)
         self.model64 = copy.deepcopy(self.model).double().eval()
         self.attacks, self.eps, self.steps, self.restarts, self.loss = s.attacks, eps, s.steps, s.restarts, s.loss
-        self.seed, self.spec = s.seed, spec
+        self.seed, self.spec, self.check_every = s.seed, spec, s.check_every
 
     def batch(self, st: _AttackState, x, y, b: int, sl: slice) -> None:
         """Batch ``b`` (rows ``sl``): clean prediction, then each attack on the samples not broken yet."""
@@ -201,7 +210,7 @@ class _Attacker:
             torch.manual_seed(self.seed + 7919 * b + a_i)  # per batch: a resumed run gives the same result
             br, madv = attack_batch(self.model, self.model64, x[remaining], y[remaining], self.eps, attack=name,
                                     steps=self.steps, restarts=self.restarts, loss=self.loss,
-                                    num_classes=self.spec.num_classes, seed=self.seed)
+                                    num_classes=self.spec.num_classes, seed=self.seed, check_every=self.check_every)
             m[remaining] = torch.minimum(m[remaining], madv)
             newly = torch.zeros_like(ok)
             newly[remaining[br]] = True

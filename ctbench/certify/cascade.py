@@ -76,6 +76,7 @@ class CertifySettings:
     pgd_restarts: int = config_default("certify.falsifier.restarts")
     pgd_loss: str = config_default("certify.falsifier.loss")  #: "margin" (default) or "ce" (the original's)
     pgd_targets: int = config_default("certify.falsifier.targets")  #: runner-up classes targeted in turn
+    pgd_check_every: int = 10  #: steps between the falsifier's checks for confirmed counterexamples (0: none)
     bab_batch: int = 64
     bab_intermediate: str = "CROWN"
     bab_alpha_iterations: int = 5
@@ -97,6 +98,8 @@ class CertifySettings:
             raise CTBenchError("PGD needs steps >= 0 and restarts >= 1")
         if self.pgd_loss not in ("margin", "ce"):
             raise CTBenchError(f"the falsifier's loss must be margin or ce, got {self.pgd_loss!r}")
+        if self.pgd_check_every < 0:
+            raise CTBenchError(f"pgd_check_every must be >= 0, got {self.pgd_check_every}")
         if self.pgd_targets < 0:
             raise CTBenchError(f"pgd_targets must be >= 0, got {self.pgd_targets}")
         if self.abcrown_config:

@@ -210,6 +210,7 @@ def _pgd(ctx: Context, b: Batch) -> StageResult:
     broken, _, m = falsify(
         ctx.model, b.x, b.y, b.lower_in, b.upper_in, confirm,
         steps=s.pgd_steps, restarts=s.pgd_restarts, targets=s.pgd_targets, loss=s.pgd_loss,
+        check_every=s.pgd_check_every,
     )  # fmt: skip
     decision = np.where(broken.cpu().numpy(), int(Status.FALSIFIED), UNDECIDED)
     return StageResult(decision, m.double().cpu().numpy())

@@ -11,7 +11,7 @@ from ctbench.core import config_default
 from ctbench.threads import add_threads_argument
 
 #: the options a stage settings file replaces (``--settings``)
-FLAGS = (*EVALUATION_FLAGS, "attack", "steps", "restarts", "loss", "batch")
+FLAGS = (*EVALUATION_FLAGS, "attack", "steps", "restarts", "loss", "batch", "check_every")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("ce", "margin"), default="ce", help="PGD loss (default: %(default)s)")
     p.add_argument("--certificates", type=Path, help="certify.h5: verifier counterexamples count as attacks")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--check-every", type=int, default=10,
+                   help="PGD steps between checks that stop attacking broken samples (default 10; 0: never)")
     add_settings_arg(p, "attack", FLAGS)
     add_threads_argument(p)
     p.set_defaults(func=_run)
@@ -60,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         split=args.split,
         start=args.start,
         batch_size=args.batch,
+        check_every=args.check_every,
         device=args.device,
         certificates=args.certificates,
         seed=args.seed,

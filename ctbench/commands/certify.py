@@ -12,7 +12,8 @@ from ctbench.threads import add_threads_argument
 
 #: the options a stage settings file replaces (``--settings``)
 FLAGS = (*EVALUATION_FLAGS, "stages", "abcrown_config", "timeout", "batch", "complete_limit", "pgd_steps",
-         "pgd_restarts", "pgd_loss", "pgd_targets", "alpha_iterations", "bab_batch", "bab_beta", "recheck_threshold")
+         "pgd_restarts", "pgd_loss", "pgd_targets", "pgd_check_every", "alpha_iterations", "bab_batch", "bab_beta",
+         "recheck_threshold")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pgd-targets", type=int, default=config_default("certify.falsifier.targets"),
                    help="runner-up classes the falsifier's restarts target in turn (default %(default)s; "
                    "0: untargeted)")
+    p.add_argument("--pgd-check-every", type=int, default=10,
+                   help="falsifier steps between checks that stop searching broken samples (default 10; 0: at the "
+                   "end of each restart)")
     p.add_argument("--alpha-iterations", type=int, default=20, help="alpha-CROWN iterations (default 20)")
     p.add_argument("--bab-batch", type=int, default=64, help="subdomains bounded per BaB call (default 64)")
     p.add_argument(
@@ -113,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         start=args.start,
         device=args.device,
         data_root=args.data_root,
+        pgd_check_every=args.pgd_check_every,
         alpha_iterations=args.alpha_iterations,
         bab_batch=args.bab_batch,
         bab_beta=args.bab_beta,
