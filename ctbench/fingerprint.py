@@ -29,8 +29,14 @@ def digest(obj) -> str:
     return json_sha256(obj)[:DIGITS]
 
 
+#: Hyperparameters added after results existed, whose null reproduces the runs made before them: left out of
+#: the training fingerprint while null, so adding them to the schema re-runs nothing.
+LATER_KEYS = ("val_every", "val_samples")
+
+
 def train_fingerprint(config: dict, limits: dict, version: int) -> str:
     """Fingerprint of a training run: the resolved config, the run-length limits, the stage version."""
+    config = {k: v for k, v in config.items() if not (k in LATER_KEYS and v is None)}
     return digest({"stage": "train", "version": int(version), "config": config,
                    "limits": {k: limits.get(k) for k in ("subset", "max_steps")}})
 

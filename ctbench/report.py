@@ -150,7 +150,8 @@ def row_note(row, hparams: dict | None) -> str:
     notes = [scale_note(row, hparams)]
     split = getattr(row, "selection_split", None)
     if _num(split) and split != "test":
-        notes.append(f"model selected on {split}, trained on the rest")
+        rest = ", trained on the rest" if str(split).startswith("held-out") else ""
+        notes.append(f"model selected on {split}{rest}")
     return "; ".join(n for n in notes if n)
 
 

@@ -142,12 +142,25 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[list[int], lis
 
 
 def selection_split(config: dict, n_val: int | None = None) -> str:
-    """What validation and model selection used, in words (``model.pt`` provenance, Table 1's notes)."""
+    """What validation and model selection used, in words (``model.pt`` provenance, Table 1's notes): the
+    split, and the opt-in cheaper evaluation (``val_samples``, ``val_every``) when set. ``n_val``: the
+    validation images used."""
     f = config.get("val_fraction")
-    if not f:
-        return "test"
-    size = f", {n_val} images" if n_val is not None else ""
-    return f"held-out {100 * float(f):g}% of the training set (seed {int(config.get('val_seed') or 0)}{size})"
+    parts = ["test"]
+    if f:
+        size = f", {n_val} images" if n_val is not None and not config.get("val_samples") else ""
+        parts = [f"held-out {100 * float(f):g}% of the training set (seed {int(config.get('val_seed') or 0)}{size})"]
+    if config.get("val_samples"):
+        parts.append(f"first {n_val if n_val is not None else int(config['val_samples'])} images")
+    if (config.get("val_every") or 1) > 1:
+        parts.append(f"every {int(config['val_every'])} epochs")
+    return ", ".join(parts)
+
+
+def validates(config: dict, epoch: int, epochs: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` is validated (``val_every``; the last one always)."""
+    every = int(config.get("val_every") or 1)
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def _split_datasets(config: dict, train_ds, opts: TrainOptions):
@@ -309,6 +322,8 @@ def _setup(config: dict, out: Path, opts: TrainOptions) -> _Run:
 
     train_ds = _subset(load_dataset(config["dataset"], "train", opts.data_root), opts.subset)
     train_ds, val_ds = _split_datasets(config, train_ds, opts)
+    if config.get("val_samples") and config["val_samples"] < len(val_ds):  # opt-in cheaper evaluation
+        val_ds = torch.utils.data.Subset(val_ds, range(int(config["val_samples"])))
     test_loader = _loader(val_ds, int(config["test_batch_size"]), False, 0, opts)
     steps_per_epoch = math.ceil(len(train_ds) / int(config["batch_size"]))
     if opts.max_steps is not None:
@@ -361,7 +376,9 @@ def _epoch(run: _Run, epoch: int) -> dict:
     if run.config.get("pop_bn_stats", True):
         population_bn_stats(run.model, run.train_loader(False, 0), run.device)
     val_eps = min(eps, float(run.config["eps"])) if eps > 0 else 0.0
-    val = evaluate(run.method, run.model, run.test_loader, val_eps, run.device, run.opts.dtype)
+    nan = {"nat_acc": math.nan, "rob_acc": math.nan, "loss": math.nan}  # an epoch val_every skips
+    val = evaluate(run.method, run.model, run.test_loader, val_eps, run.device, run.opts.dtype) if validates(
+        run.config, epoch, run.epochs) else nan
     n = max(sums["n"], 1)
     row = {
         "epoch": epoch + 1,
@@ -379,7 +396,8 @@ def _epoch(run: _Run, epoch: int) -> dict:
         "time_s": round(time.time() - t0, 3),
     }
     run.history.append(row)
-    _select(run, epoch, val)
+    if val is not nan:
+        _select(run, epoch, val)
     return row
 
 
