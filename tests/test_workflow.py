@@ -492,7 +492,8 @@ def test_outputs_record_the_settings_they_ran_with_and_hand_edited_settings_are_
     assert "had been edited by hand: rewritten from the configuration" in r.stderr
     assert json.loads((work / cell / "settings/certify.json").read_text()) == files["certify"]
     (work / cell / "settings/certify.json").write_text(json.dumps(edited))
-    command = next(line.strip() for line in r.stdout.splitlines() if "ctbench certify" in line)
+    command = next(line.split("Shell command:")[-1].strip() for line in r.stdout.splitlines()
+                   if "ctbench certify" in line)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     job = subprocess.run(command.split(" > ")[0], shell=True, cwd=work, capture_output=True, text=True, timeout=300,
                          env=env)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ctbench.bounds import fused
+from ctbench.bounds import fused, patches
 from ctbench.bounds.ibp import ibp_forward, relu_box
 from ctbench.bounds.layers import ReLULayer, batch_dot, check_box, check_spec, parse_model
 
@@ -292,14 +292,21 @@ def crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
     if n == 0:
         return l, u
     order = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :n]
-    widest = max(widest_layer(relu_bounds, r_in), lf.shape[1])
+    local = patches.supported(layers, i, tuple(shape))  # convolution-local rows (crops): same bounds, cheaper
+    widest = patches.crop_elements(layers, i) if local else max(widest_layer(relu_bounds, r_in), lf.shape[1])
+    cache: dict = {}
     for sl in row_chunks(2 * B, n, widest, MAX_CHUNK_ELEMENTS):
         idx = order[:, sl]  # (B, m); padded rows are stable neurons: their bounds are sound too
         m = idx.shape[1]
-        E = torch.zeros(B, m, lf.shape[1], dtype=l.dtype, device=l.device)
-        E.scatter_(2, idx.unsqueeze(-1), 1.0)
-        E = E.reshape(B, m, *shape)
-        lb = backsub_lower(layers, i, torch.cat([E, -E], 1), relu_bounds, c_in, r_in)
+        if local:
+            signs = torch.cat([torch.ones(m), -torch.ones(m)])
+            lb = patches.lower_bounds(layers, i, torch.cat([idx, idx], 1), signs, relu_bounds, c_in, r_in,
+                                      tuple(shape), cache)
+        else:
+            E = torch.zeros(B, m, lf.shape[1], dtype=l.dtype, device=l.device)
+            E.scatter_(2, idx.unsqueeze(-1), 1.0)
+            E = E.reshape(B, m, *shape)
+            lb = backsub_lower(layers, i, torch.cat([E, -E], 1), relu_bounds, c_in, r_in)
         lo, hi = lb[:, :m], -lb[:, m:]
         lf = lf.scatter(1, idx, torch.maximum(lf.gather(1, idx), lo))
         uf = uf.scatter(1, idx, torch.minimum(uf.gather(1, idx), hi))
