@@ -27,6 +27,12 @@ cert ctbench ... nocut      the same with ``cut_points=False``
 cert auto_LiRPA CROWN-IBP   the same through auto_LiRPA
 ==========================  ===================================================================
 
+``--full-crown`` measures instead full CROWN (every ReLU's pre-activation bounds by back-substitution, the
+certification cascade's CROWN stage; issue 25) of the K−1 margins, lower bounds, eval mode with running
+BatchNorm statistics, random weights: ``cert ctbench CROWN`` (convolution-local rows,
+``ctbench.bounds.patches``) against ``cert auto_LiRPA CROWN`` (its patches mode) on the same inputs, one
+timed run each after no warm-up (minutes per input on a CPU), and the largest difference of their bounds.
+
 Measurements are interleaved (each repeat runs every row once, round-robin) after one warm-up round
 (which also builds auto_LiRPA's BoundedModules), and the median of ``--repeats`` is reported.
 
@@ -34,6 +40,7 @@ Usage::
 
     python benchmarks/bounds.py --repeats 5            # CNN7, batch 128 (minutes on a CPU)
     python benchmarks/bounds.py --small --json --repeats 1   # seconds: smoke test
+    python benchmarks/bounds.py --full-crown --batch 2       # full CROWN, ours vs auto_LiRPA (minutes)
 """
 
 from __future__ import annotations
@@ -317,6 +324,47 @@ def run(args) -> dict:
     }
 
 
+def run_full_crown(args) -> dict:
+    """Full CROWN of the K−1 margins, ours and auto_LiRPA's, on the same eval-mode CNN7 and inputs."""
+    from ctbench.bounds.spec import margin_spec
+
+    device = torch.device(args.device)
+    spec = SMALL if args.small else CIFAR
+    batch = args.batch if args.batch is not None else 2
+    torch.manual_seed(0)
+    model = (cnn7(spec, width=8, linear=32) if args.small else cnn7(spec)).to(device).eval()
+    x = torch.rand(batch, *spec.shape, device=device)
+    lower, upper = (x - args.eps).clamp(0, 1), (x + args.eps).clamp(0, 1)
+    with torch.no_grad():
+        C = margin_spec(model(x).argmax(1), spec.num_classes)
+    rows, bounds = {}, {}
+
+    def ours():
+        return compute_bounds(model, lower, upper, "CROWN", C, bound_upper=False)[0]
+
+    def theirs():
+        return lirpa.compute_bounds_lirpa(model, lower, upper, "CROWN", C, bound_upper=False)[0]
+
+    have_lirpa = lirpa.lirpa_available()
+    for name, fn in (("cert ctbench CROWN", ours), ("cert auto_LiRPA CROWN", theirs if have_lirpa else None)):
+        if fn is None:
+            rows[name] = None
+            continue
+        with torch.no_grad():
+            rows[name] = {"median_s": timed(lambda fn=fn, name=name: bounds.__setitem__(name, fn()), device)}
+        logger.info("%s: %.1f s", name, rows[name]["median_s"])
+    both = len(bounds) == 2
+    diff = float((bounds["cert ctbench CROWN"] - bounds["cert auto_LiRPA CROWN"]).abs().max()) if both else None
+    speed = rows["cert auto_LiRPA CROWN"]["median_s"] / rows["cert ctbench CROWN"]["median_s"] if both else None
+    return {"machine": machine_info(device),
+            "config": {"model": "cnn7" + ("-small" if args.small else ""), "input": list(spec.shape), "batch": batch,
+                       "eps": args.eps, "bn": "eval, running statistics", "weights": "random (seed 0)",
+                       "auto_lirpa": have_lirpa},
+            "results": rows, "speedups": {"full CROWN": speed}, "max_bound_difference": diff,
+            "certified_margins": {k: int((v > 0).sum()) for k, v in bounds.items()},
+            "targets": {"full_crown_not_slower": None if speed is None else speed >= 1.0}}
+
+
 def print_report(res: dict) -> None:
     m, c = res["machine"], res["config"]
     print(f"machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), device {m['device']}, "
@@ -350,15 +398,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--small", action="store_true", help="tiny CNN7 (width 8) on 16x16 inputs: a smoke run")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--full-crown", action="store_true",
+                   help="full CROWN, ours vs auto_LiRPA, instead of the training rows (default batch 2)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bounds.py: error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
-    res = run(args)
+    res = run_full_crown(args) if args.full_crown else run(args)
     if args.json:
         print(json.dumps(res, indent=2))
+    elif args.full_crown:
+        for name, row in res["results"].items():
+            print(f"{name:24s} " + ("unavailable" if row is None else f"{row['median_s']:.1f} s"))
+        print(f"auto_LiRPA / ctbench time: {res['speedups']['full CROWN']}; largest bound difference: "
+              f"{res['max_bound_difference']}; margins certified: {res['certified_margins']}")
     else:
         print_report(res)
     return 0
