@@ -299,7 +299,7 @@ def crown_tighten(layers, i, l, u, relu_bounds, c_in, r_in):
         idx = order[:, sl]  # (B, m); padded rows are stable neurons: their bounds are sound too
         m = idx.shape[1]
         if local:
-            signs = torch.cat([torch.ones(m), -torch.ones(m)])
+            signs = torch.cat([torch.ones(m, device=l.device), -torch.ones(m, device=l.device)])
             lb = patches.lower_bounds(layers, i, torch.cat([idx, idx], 1), signs, relu_bounds, c_in, r_in,
                                       tuple(shape), cache)
         else:

@@ -109,7 +109,7 @@ def lower_bounds(layers, upto: int, rows, signs, relu_bounds, c_in, r_in, shape,
     geo = _geometry(layers, upto)
     pos = rows % (H * W)
     A = torch.zeros(B, M, C, 1, 1, dtype=c_in.dtype, device=c_in.device)
-    one = signs.to(A.dtype).view(1, M, 1, 1, 1).expand(B, M, 1, 1, 1)
+    one = signs.to(A.device, A.dtype).view(1, M, 1, 1, 1).expand(B, M, 1, 1, 1)
     A.scatter_(2, (rows // (H * W)).view(B, M, 1, 1, 1), one)
     d = torch.zeros(B, M, dtype=c_in.dtype, device=c_in.device)
     for j in range(upto - 1, -1, -1):
