@@ -93,7 +93,9 @@ def load(args: argparse.Namespace, *, need_eps: bool = True) -> Loaded:
     from ctbench.certify.run import load_for_certification
     from ctbench.core import eps_pair as parse_eps
     from ctbench.core import resolve_device
-    from ctbench.io import sha256_file
+    from ctbench.io import check_writable, sha256_file
+
+    check_writable(args.out)  # "cannot write OUT: <why>", before any work or resumable state
 
     if args.n is not None and args.n < 1:
         raise CTBenchError(f"--n must be >= 1, got {args.n}")
