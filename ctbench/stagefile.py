@@ -64,14 +64,19 @@ def read(path, stage: str | tuple[str, ...]) -> StageFile:
     name = str(data.get("stage"))
     if not any(name == w or (w.endswith("_") and name.startswith(w)) for w in wanted):
         raise CTBenchError(f"{path}: settings of stage {name!r}, not of this job ({' or '.join(wanted)})")
-    body = {k: v for k, v in data.items() if k != "checksum"}
-    keys = {"stage", "cell", "eps", "version", "parents", "settings", "fingerprint"}
-    if not keys <= set(body) or data.get("checksum") != digest(body) or body["fingerprint"] != stage_fingerprint(
-        name, body["version"], body["parents"], body["settings"]
-    ):
+    if not intact(data):
         raise CTBenchError(f"{path} was changed after the workflow wrote it (its checksum no longer matches); "
                            "change the configuration instead and let snakemake rewrite it")
-    return StageFile(path, body)
+    return StageFile(path, {k: v for k, v in data.items() if k != "checksum"})
+
+
+def intact(data: dict) -> bool:
+    """Whether a stage settings file's content is what :func:`make` wrote: every key, its checksum and its
+    fingerprint match (False: edited by hand)."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    keys = {"stage", "cell", "eps", "version", "parents", "settings", "fingerprint"}
+    return keys <= set(body) and data.get("checksum") == digest(body) and body["fingerprint"] == stage_fingerprint(
+        body["stage"], body["version"], body["parents"], body["settings"])
 
 
 def in_memory(stage: str, settings: dict, eps) -> StageFile:

@@ -146,3 +146,14 @@ def test_a_killed_per_model_analysis_resumes_and_writes_the_same_table(name, tmp
     import pandas as pd
 
     pd.testing.assert_frame_equal(resumed, whole)
+
+
+def test_rows_refuse_a_string_they_would_truncate():
+    import pandas as pd
+
+    from ctbench.certify.runner import RowsState
+
+    st = RowsState()
+    st.add(pd.DataFrame({"name": ["fog"], "value": [1.0]}))
+    with pytest.raises(ValueError, match="up to 128 characters"):
+        st.add(pd.DataFrame({"name": ["x" * 129], "value": [2.0]}))

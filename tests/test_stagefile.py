@@ -175,3 +175,10 @@ def test_settings_options_beside_a_settings_file_are_refused(tmp_path):
     assert r.returncode != 0 and "--seed and --settings" in r.stderr, r.stderr
     r = _ctbench("certify", "--model", "m.pt", "--out", "c.h5", cwd=tmp_path)
     assert r.returncode != 0 and "--eps is required" in r.stderr, r.stderr
+
+
+def test_intact_tells_a_written_file_from_an_edited_one():
+    data = _file()
+    assert stagefile.intact(data)
+    assert not stagefile.intact({**data, "settings": {**SETTINGS, "timeout": 6}})
+    assert not stagefile.intact({k: v for k, v in data.items() if k != "eps"})

@@ -98,7 +98,8 @@ def pgd_attack(
     if loss not in ATTACK_LOSSES:
         raise CTBenchError(f"unknown attack loss {loss!r}; known: {', '.join(ATTACK_LOSSES)}")
     if steps < 0 or restarts < 1 or check_every < 1:
-        raise CTBenchError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+        raise CTBenchError(f"PGD needs steps >= 0, restarts >= 1 and check_every >= 1, got steps={steps}, "
+                           f"restarts={restarts}, check_every={check_every}")
     lr0 = default_step_size(steps) if step_size is None else float(step_size)
     lower, upper = lower.detach(), upper.detach()
     best_x = x.detach().clone().clamp_(min=lower).clamp_(max=upper)

@@ -68,6 +68,10 @@ class RowsState(BatchState):
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
         strings = {c: self.STRING for c in df.columns if not (is_numeric_dtype(df[c]) or is_bool_dtype(df[c]))}
+        width = int(self.STRING[2:])
+        too_long = [c for c in strings if df[c].astype(str).str.len().max() > width]
+        if too_long:
+            raise ValueError(f"RowsState keeps strings of up to {width} characters; column(s) {too_long} hold longer")
         records = df.to_records(index=False, column_dtypes=strings)
         self.rows = records if self.rows is None else np.concatenate([self.rows, records])
 

@@ -16,6 +16,7 @@ from ctbench.core import SCHEMAS
 from ctbench.errors import CTBenchError
 from ctbench.grid import GRID_ANALYSES as GRID_LISTED, Grid
 from ctbench.fingerprint import digest
+from ctbench import stagefile
 from ctbench.grid import stale
 from ctbench.io import write_json
 
@@ -383,17 +384,16 @@ def analysis_targets():
 def cell_stages(c):
     """The stage jobs of cell ``c`` that run from a settings file (the train job's is cell.json)."""
     stages = ["select", "certify", "attack", "summarize"]
-    stages += [f"analysis_{a}" for a in MODEL_ANALYSES] if c in TABLE1_CELLS else []
-    return stages + (
-        [f"verifier_{v}" for v in VERIFIERS] if c in VERIFIER_CELLS else []
-    )
+    stages += [f"analysis_{a}" for a in MODEL_ANALYSES] if c in TABLE1_SET else []
+    return stages + ([f"verifier_{v}" for v in VERIFIERS] if c in VERIFIER_SET else [])
 
 
 def write_stage_files():
     """Every cell's stage settings files (ctbench.stagefile), written by the main process before the DAG is
     built, and only where the content changes: a job that re-parsed the workflow per file would cost
-    seconds each. A file that does not hold what the configuration resolves (edited by hand, or made under
-    another configuration) is rewritten, and said so."""
+    seconds each. A changed configuration rewrites the files it changes (the rules' fingerprints then re-run
+    what it affects); a file edited by hand is rewritten from the configuration, and said so.
+    """
     for c in CELLS:
         for stage in cell_stages(c):
             path = f"{c.dir}/settings/{stage}.json"
@@ -405,17 +405,14 @@ def write_stage_files():
                 old = None
             if old == data:
                 continue
-            write_json(
-                path, data
-            )  # a changed configuration: the rules' fingerprints re-run what it affects
-            if isinstance(old, dict) and old.get("checksum") != digest(
-                {k: v for k, v in old.items() if k != "checksum"}
-            ):
+            write_json(path, data)
+            if isinstance(old, dict) and not stagefile.intact(old):
                 print(
                     f"ctbench: {path} had been edited by hand: rewritten from the configuration",
                     file=sys.stderr,
                 )
 
 
+TABLE1_SET, VERIFIER_SET = set(TABLE1_CELLS), set(VERIFIER_CELLS)
 if workflow.is_main_process:
     write_stage_files()
