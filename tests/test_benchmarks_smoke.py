@@ -174,3 +174,70 @@ def test_device_check_fits_one_device_call():
     assert all(line.lstrip().startswith("timeout ") for line in runs
                if "pytest" in line or "benchmarks/" in line or "ctbench train" in line), runs
     assert sum(caps) <= 570, f"device.sh parts sum to {sum(caps)} s: over one 600-s device call"
+
+
+def _cascade_vs_abcrown():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cascade_vs_abcrown
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return cascade_vs_abcrown
+
+
+def test_cascade_comparison_finds_conflicts_and_one_sided_decisions():
+    """The comparison flags a sample certified by one run and falsified by the other, whichever way round."""
+    import numpy as np
+
+    cmp_mod = _cascade_vs_abcrown()
+
+    def run(verdicts, wall):
+        return {"verdicts": np.array(verdicts, dtype=object), "index": np.arange(10, 10 + len(verdicts)),
+                "wall_s": wall}
+
+    ours = run(["certified", "falsified", "undecided", "incorrect", "certified", "falsified"], 10.0)
+    ref = run(["certified", "certified", "falsified", "incorrect", "undecided", "falsified"], 40.0)
+    cmp = cmp_mod.compare(ours, ref)
+    assert cmp["conflicts"] == [11]
+    assert cmp["only_ctbench_decided"] == [14] and cmp["only_reference_decided"] == [12]
+    assert cmp["decided"] == {"ctbench": 4, "reference": 4} and cmp["wall_ratio"] == 0.25
+    ref["verdicts"][4] = "falsified"
+    assert cmp_mod.compare(ours, ref)["conflicts"] == [11, 14]
+    with pytest.raises(Exception, match="same samples"):
+        cmp_mod.compare(ours, run(["certified"] * 6, 1.0) | {"index": np.arange(6)})
+
+
+def test_cascade_vs_reference_on_a_small_model(tmp_path):
+    """benchmarks/cascade_vs_abcrown.py end to end with MILP standing in for alpha-beta-CROWN (exact on
+    cnn_small): both runs see the same samples, agree on the misclassified ones, never conflict, and the
+    kept files and summary say so."""
+    from ctbench.training import train_ibp_model
+
+    model = train_ibp_model(tmp_path / "m", train_samples=600, epochs=1, eps=0.1)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cascade_vs_abcrown.py"), "--model", str(model), "--eps", "0.1",
+         "--n", "12", "--timeout", "2", "--reference", "MILP", "--threads", "1", "--json", "--out",
+         str(tmp_path / "cmp")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["ctbench"]["stages"] == ["IBP", "CROWN-IBP", "CROWN", "alpha-CROWN", "PGD", "BaB"]
+    assert res["reference"]["stages"] == ["MILP"]
+    for run in ("ctbench", "reference"):
+        assert sum(res[run]["counts"].values()) == 12 and res[run]["wall_s"] > 0
+    assert res["ctbench"]["counts"]["incorrect"] == res["reference"]["counts"]["incorrect"]
+    cmp = res["comparison"]
+    assert cmp["conflicts"] == [] and cmp["incorrect_mismatch"] == []
+    decided = {k: res[k]["counts"]["certified"] + res[k]["counts"]["falsified"] for k in ("ctbench", "reference")}
+    assert cmp["decided"] == {"ctbench": decided["ctbench"], "reference": decided["reference"]}
+    assert json.loads((tmp_path / "cmp" / "summary.json").read_text()) == res
+    assert (tmp_path / "cmp" / "ctbench.h5").is_file() and (tmp_path / "cmp" / "reference.h5").is_file()
+
+
+def test_cascade_vs_reference_missing_model_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cascade_vs_abcrown.py"), "--model", str(tmp_path / "no.pt"),
+         "--eps", "0.1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "model file not found" in proc.stderr

@@ -107,6 +107,20 @@ def test_lp_lower_bound_is_sound_and_tight():
             assert lagrangian_bound(c, 0.3, G, h, lo, hi, y) <= opt + 1e-9
 
 
+def test_highs_prints_nothing_on_stdout():
+    """HiGHS's banner (printed by the first Highs() of a process, from C++) must not reach stdout: the
+    commands' stdout carries their tables and --json output."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from ctbench.certify.lp import solve_lp; "
+            "r = solve_lp(np.ones(2), 0.0, np.ones((1, 2)), np.zeros(1), -np.ones(2), np.ones(2)); "
+            "print('status', r.status)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == "status optimal\n"
+
+
 def test_lp_infeasible_is_proven_empty():
     G = np.array([[1.0, 0.0], [-1.0, 0.0]])
     h = np.array([0.5, 0.0])  # x0 >= 0.5 and x0 <= 0 → empty

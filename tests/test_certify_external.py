@@ -7,6 +7,7 @@ alpha-beta-CROWN is not installable here: the adapter runs against ``tests/vnnco
 runs the real one when ``CTBENCH_ABCROWN`` points at a checkout."""
 
 import os
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -110,6 +111,7 @@ def _run(model, data, stages, tmp_path, name, eps=0.08, **kw):
 @pytest.fixture
 def abcrown_like(monkeypatch):
     monkeypatch.setenv("CTBENCH_ABCROWN", str(ABCROWN_LIKE))
+    monkeypatch.setenv("CTBENCH_ABCROWN_PYTHON", sys.executable)  # the stand-in runs in this environment
     monkeypatch.delenv("ABCROWN_LIKE_MODE", raising=False)
     return ABCROWN_LIKE
 

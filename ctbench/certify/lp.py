@@ -12,11 +12,14 @@ the Lagrangian bound of the auxiliary LP ``min t s.t. G x + t ≥ h, t ∈ [0, T
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 INF = float("inf")
+_BANNER_DONE = False  #: HiGHS prints its banner on stdout from the first Highs() of a process
 
 
 @dataclass
@@ -26,11 +29,32 @@ class LPResult:
     x: np.ndarray | None  #: HiGHS's minimiser (feasible up to tolerances), or None
 
 
-def _highs(time_limit: float | None):
+def _new_highs():
+    """A silent ``highspy.Highs``. The first one of a process prints HiGHS's banner to file descriptor 1
+    from C++, before any option can be set; it is sent to /dev/null so that stdout stays the command's
+    own (``--json`` output, tables)."""
+    global _BANNER_DONE
     import highspy
 
-    h = highspy.Highs()
+    if _BANNER_DONE:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _BANNER_DONE = True
     h.setOptionValue("output_flag", False)
+    return h
+
+
+def _highs(time_limit: float | None):
+    h = _new_highs()
     # No "threads" option: HiGHS has one process-wide scheduler, and a Highs object whose "threads"
     # differs from the scheduler's (set by any earlier Highs in the process) refuses to run.
     if time_limit is not None:
