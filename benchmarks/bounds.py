@@ -41,6 +41,7 @@ Usage::
     python benchmarks/bounds.py --repeats 5            # CNN7, batch 128 (minutes on a CPU)
     python benchmarks/bounds.py --small --json --repeats 1   # seconds: smoke test
     python benchmarks/bounds.py --full-crown --batch 2       # full CROWN, ours vs auto_LiRPA (minutes)
+    python benchmarks/bounds.py --full-crown --model M.pt --eps 0.1 --batch 8   # a trained model, its test images
 """
 
 from __future__ import annotations
@@ -324,19 +325,39 @@ def run(args) -> dict:
     }
 
 
+def trained_inputs(model_path, data_root, batch: int):
+    """A trained ctbench model file and the first ``batch`` test images of its dataset (labels as the
+    margins' reference class, as the certification cascade uses them): (model, spec, x, y, source)."""
+    from ctbench.certify.run import load_for_certification
+
+    model, meta, ds, spec = load_for_certification(model_path, None, "test", data_root)
+    pairs = [ds[i] for i in range(min(batch, len(ds)))]
+    x = torch.stack([p[0] for p in pairs])
+    y = torch.tensor([int(p[1]) for p in pairs])
+    method = (meta.get("config") or {}).get("method", "?")
+    return model, spec, x, y, {"model": f"{meta.get('model', '?')} ({model_path})",
+                               "weights": f"trained ({method}); {meta['dataset']} test images"}
+
+
 def run_full_crown(args) -> dict:
     """Full CROWN of the K−1 margins, ours and auto_LiRPA's, on the same eval-mode CNN7 and inputs."""
     from ctbench.bounds.spec import margin_spec
 
     device = torch.device(args.device)
-    spec = SMALL if args.small else CIFAR
     batch = args.batch if args.batch is not None else 2
-    torch.manual_seed(0)
-    model = (cnn7(spec, width=8, linear=32) if args.small else cnn7(spec)).to(device).eval()
-    x = torch.rand(batch, *spec.shape, device=device)
+    if args.model:
+        model, spec, x, y, source = trained_inputs(args.model, args.data_root, batch)
+        model, x, y = model.to(device).eval(), x.to(device), y.to(device)
+    else:
+        spec = SMALL if args.small else CIFAR
+        torch.manual_seed(0)
+        model = (cnn7(spec, width=8, linear=32) if args.small else cnn7(spec)).to(device).eval()
+        x = torch.rand(batch, *spec.shape, device=device)
+        source = {"model": "cnn7" + ("-small" if args.small else ""), "weights": "random (seed 0)"}
+        with torch.no_grad():
+            y = model(x).argmax(1)
     lower, upper = (x - args.eps).clamp(0, 1), (x + args.eps).clamp(0, 1)
-    with torch.no_grad():
-        C = margin_spec(model(x).argmax(1), spec.num_classes)
+    C = margin_spec(y, spec.num_classes)
     rows, bounds = {}, {}
 
     def ours():
@@ -357,9 +378,8 @@ def run_full_crown(args) -> dict:
     diff = float((bounds["cert ctbench CROWN"] - bounds["cert auto_LiRPA CROWN"]).abs().max()) if both else None
     speed = rows["cert auto_LiRPA CROWN"]["median_s"] / rows["cert ctbench CROWN"]["median_s"] if both else None
     return {"machine": machine_info(device),
-            "config": {"model": "cnn7" + ("-small" if args.small else ""), "input": list(spec.shape), "batch": batch,
-                       "eps": args.eps, "bn": "eval, running statistics", "weights": "random (seed 0)",
-                       "auto_lirpa": have_lirpa},
+            "config": source | {"input": list(spec.shape), "batch": batch, "eps": args.eps,
+                                "bn": "eval, running statistics", "auto_lirpa": have_lirpa},
             "results": rows, "speedups": {"full CROWN": speed}, "max_bound_difference": diff,
             "certified_margins": {k: int((v > 0).sum()) for k, v in bounds.items()},
             "targets": {"full_crown_not_slower": None if speed is None else speed >= 1.0}}
@@ -400,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--full-crown", action="store_true",
                    help="full CROWN, ours vs auto_LiRPA, instead of the training rows (default batch 2)")
+    p.add_argument("--model", help="with --full-crown: a trained model file, bounded on its test images "
+                   "(default: CNN7 with random weights on random CIFAR-shaped inputs)")
+    p.add_argument("--data-root", default=None, help="with --model: prepared data root (default ./data)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -241,3 +241,28 @@ def test_cascade_vs_reference_missing_model_one_line(tmp_path):
          "--eps", "0.1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "model file not found" in proc.stderr
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_bounds_benchmark_full_crown(trained, tmp_path):
+    """`bounds.py --full-crown` (ours vs auto_LiRPA's CROWN, the issue-25 row) on a random tiny CNN7 and on a
+    trained model's test images: both bounds agree and the report says what was bounded."""
+    extra = ["--small"]
+    if trained:
+        from ctbench.training import train_ibp_model
+
+        extra = ["--model", str(train_ibp_model(tmp_path, train_samples=600, epochs=1, eps=0.1)), "--eps", "0.1"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bounds.py"), "--full-crown", "--json", "--threads", "1",
+         "--batch", "3", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert set(res["results"]) == {"cert ctbench CROWN", "cert auto_LiRPA CROWN"}
+    assert res["config"]["batch"] == 3
+    assert res["config"]["weights"].startswith("trained (ibp)" if trained else "random")
+    assert res["config"]["input"] == ([1, 28, 28] if trained else [3, 16, 16])
+    if res["config"]["auto_lirpa"]:
+        assert res["max_bound_difference"] < 1e-4
+        assert len(set(res["certified_margins"].values())) == 1
+        assert res["speedups"]["full CROWN"] > 0
