@@ -138,6 +138,15 @@ def test_pyproject_dependencies():
         assert all(p in names for p in pkgs)
 
 
+def test_pyproject_license_is_a_pep639_expression():
+    """setuptools stops building projects whose ``project.license`` is a TOML table on 2027-02-18; the SPDX
+    string needs setuptools >= 77 in the build requirements."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(doc["project"]["license"], str) and doc["project"]["license"] == "MIT"
+    (req,) = [r for r in doc["build-system"]["requires"] if r.startswith("setuptools")]
+    assert int(req.split(">=")[1].split(".")[0]) >= 77
+
+
 def test_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
