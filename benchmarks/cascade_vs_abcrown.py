@@ -14,6 +14,9 @@ the data domain) and the same clean-accuracy check. Prints certified / falsified
 time of each run, the ratio ``ctbench wall / reference wall``, the samples decided by one and not the other,
 and the **conflicts**: samples one certifies and the other falsifies (a soundness bug in one of them; the
 script exits 1 if there is any). ``--out DIR`` keeps both ``certify.h5`` files and the JSON summary.
+``--parallel`` runs the two at once, each pinned to its own CPU (``os.sched_setaffinity``, inherited by
+alpha-beta-CROWN's process) with ``--threads`` threads: the same per-run wall times as one after the other
+when nothing else runs on those CPUs.
 
 The issue's acceptance, printed as ``acceptance``: ctbench decides at least as many samples as the reference
 in at most half its wall time, with no conflict. Example (the MNIST CNN7 of benchmarks/README.md)::
@@ -75,6 +78,34 @@ def run(model: Path, out: Path, stages: tuple[str, ...], args) -> dict:
     }
 
 
+def _pinned_run(cpu: int, model: Path, out: Path, stages: tuple[str, ...], args) -> dict:
+    """``run`` in a worker process pinned to CPU ``cpu`` (``--parallel``)."""
+    import os
+
+    from ctbench.threads import apply_threads
+
+    os.sched_setaffinity(0, {cpu})
+    apply_threads(args.threads)
+    return run(model, out, stages, args)
+
+
+def run_both(model: Path, out: Path, stages, reference, args) -> tuple[dict, dict]:
+    """The ctbench run and the reference run: one after the other, or (``--parallel``) at once on two CPUs."""
+    if not args.parallel:
+        return run(model, out / "ctbench.h5", stages, args), run(model, out / "reference.h5", reference, args)
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise CTBenchError("--parallel needs at least 2 CPUs")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ours = pool.submit(_pinned_run, cpus[0], model, out / "ctbench.h5", stages, args)
+        ref = pool.submit(_pinned_run, cpus[1], model, out / "reference.h5", reference, args)
+        return ours.result(), ref.result()
+
+
 def compare(ours: dict, ref: dict) -> dict:
     """Counts, decided-by-one-only samples and conflicts of two runs over the same samples."""
     a, b = ours["verdicts"], ref["verdicts"]
@@ -130,6 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads (default: ctbench's, the CPUs this process may use)")
     p.add_argument("--data-root", default=None, help="prepared data root (default $CTBENCH_DATA_ROOT or ./data)")
+    p.add_argument("--parallel", action="store_true", help="run the two at once, each pinned to its own CPU")
     p.add_argument("--out", type=Path, help="keep both certify.h5 files and summary.json here")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -154,8 +186,7 @@ def _main(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        ours = run(args.model, out / "ctbench.h5", stages, args)
-        ref = run(args.model, out / "reference.h5", reference, args)
+        ours, ref = run_both(args.model, out, stages, reference, args)
         cmp = compare(ours, ref)
         res = {
             "machine": f"{hardware()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.device}",

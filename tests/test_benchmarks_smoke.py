@@ -207,9 +207,11 @@ def test_cascade_comparison_finds_conflicts_and_one_sided_decisions():
         cmp_mod.compare(ours, run(["certified"] * 6, 1.0) | {"index": np.arange(6)})
 
 
-def test_cascade_vs_reference_on_a_small_model(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_cascade_vs_reference_on_a_small_model(parallel, tmp_path):
     """benchmarks/cascade_vs_abcrown.py end to end with MILP standing in for alpha-beta-CROWN (exact on
-    cnn_small): both runs see the same samples, agree on the misclassified ones, never conflict, and the
+    cnn_small), one after the other and --parallel (two pinned worker processes): both runs see the same
+    samples, agree on the misclassified ones, never conflict, and the
     kept files and summary say so."""
     from ctbench.training import train_ibp_model
 
@@ -217,7 +219,7 @@ def test_cascade_vs_reference_on_a_small_model(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "cascade_vs_abcrown.py"), "--model", str(model), "--eps", "0.1",
          "--n", "12", "--timeout", "2", "--reference", "MILP", "--threads", "1", "--json", "--out",
-         str(tmp_path / "cmp")],
+         str(tmp_path / "cmp"), *(["--parallel"] if parallel else [])],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
