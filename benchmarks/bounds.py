@@ -325,6 +325,13 @@ def run(args) -> dict:
     }
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (GB; Linux ``ru_maxrss`` is in kB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
 def trained_inputs(model_path, data_root, batch: int):
     """A trained ctbench model file and the first ``batch`` test images of its dataset (labels as the
     margins' reference class, as the certification cascade uses them): (model, spec, x, y, source)."""
@@ -371,9 +378,16 @@ def run_full_crown(args) -> dict:
         if fn is None:
             rows[name] = None
             continue
-        with torch.no_grad():
-            rows[name] = {"median_s": timed(lambda fn=fn, name=name: bounds.__setitem__(name, fn()), device)}
-        logger.info("%s: %.1f s", name, rows[name]["median_s"])
+        try:
+            with torch.no_grad():
+                rows[name] = {"median_s": timed(lambda fn=fn, name=name: bounds.__setitem__(name, fn()), device)}
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:  # CPU: "can't allocate memory"
+            if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in str(e):
+                raise
+            rows[name] = {"median_s": None, "error": "out of memory"}
+            bounds.pop(name, None)
+        rows[name]["peak_rss_gb"] = peak_rss_gb()  # the process's peak so far: this row's, as ours runs first
+        logger.info("%s: %s", name, rows[name])
     both = len(bounds) == 2
     diff = float((bounds["cert ctbench CROWN"] - bounds["cert auto_LiRPA CROWN"]).abs().max()) if both else None
     speed = rows["cert auto_LiRPA CROWN"]["median_s"] / rows["cert ctbench CROWN"]["median_s"] if both else None
@@ -434,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
     elif args.full_crown:
         for name, row in res["results"].items():
-            print(f"{name:24s} " + ("unavailable" if row is None else f"{row['median_s']:.1f} s"))
+            print(f"{name:24s} " + ("unavailable" if row is None else row.get("error") or f"{row['median_s']:.1f} s")
+                  + ("" if row is None else f" (peak RSS {row['peak_rss_gb']} GB)"))
         print(f"auto_LiRPA / ctbench time: {res['speedups']['full CROWN']}; largest bound difference: "
               f"{res['max_bound_difference']}; margins certified: {res['certified_margins']}")
     else:
