@@ -268,3 +268,35 @@ def test_bounds_benchmark_full_crown(trained, tmp_path):
         assert res["max_bound_difference"] < 1e-4
         assert len(set(res["certified_margins"].values())) == 1
         assert res["speedups"]["full CROWN"] > 0
+
+
+def test_bounds_full_crown_reports_a_row_out_of_memory(monkeypatch):
+    """A CPU allocation failure in one engine's row becomes that row's "out of memory"; the other row's time
+    and the peak memory are kept (auto_LiRPA's CROWN needs > 16 GB on two CIFAR-shaped CNN7 inputs)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bounds as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    if not bench.lirpa.lirpa_available():
+        pytest.skip("auto_LiRPA not installed")
+
+    def no_memory(*a, **k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2030043136 bytes")
+
+    monkeypatch.setattr(bench.lirpa, "compute_bounds_lirpa", no_memory)
+    args = argparse.Namespace(small=True, batch=1, eps=2 / 255, device="cpu", model=None, data_root=None)
+    res = bench.run_full_crown(args)
+    ours, theirs = res["results"]["cert ctbench CROWN"], res["results"]["cert auto_LiRPA CROWN"]
+    assert ours["median_s"] > 0 and ours["peak_rss_gb"] > 0 and "error" not in ours
+    assert theirs == {"median_s": None, "error": "out of memory", "peak_rss_gb": theirs["peak_rss_gb"]}
+    assert res["speedups"]["full CROWN"] is None and res["max_bound_difference"] is None
+
+    def other_error(*a, **k):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(bench.lirpa, "compute_bounds_lirpa", other_error)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        bench.run_full_crown(args)
