@@ -60,6 +60,31 @@ def test_one_process_per_batch_and_every_verdict_kept(abcrown_like, tmp_path):
     assert _starts(abcrown_like) == 1 + 3
 
 
+def test_a_process_killed_on_one_row_costs_only_that_row(abcrown_like, monkeypatch, tmp_path):
+    """alpha-beta-CROWN SIGKILLed on one sample (the kernel's OOM killer in its BaB on a CNN7): that sample
+    stays undecided, a second process takes the samples after it, and every other verdict is the exact
+    MILP's; a verifier that dies before finishing anything twice in a row ends the batch."""
+    model = tiny_model(7)
+    data = tiny_dataset(model, 8, seed=7)
+    exact, st_milp, _, _ = _run(model, data, ("MILP",), tmp_path, "milp")
+    monkeypatch.setenv("ABCROWN_LIKE_MODE", "crash_on")
+    monkeypatch.setenv("ABCROWN_LIKE_CRASH_ON", "abCROWN_q1.")
+    counts, status, _, _ = _run(model, data, ("abCROWN",), tmp_path, "killed")
+    assert _starts(abcrown_like) == 2
+    d, _ = read_h5(tmp_path / "killed.h5")
+    asked = np.flatnonzero(d["nat_correct"])
+    assert len(asked) >= 4
+    killed = asked[1]
+    assert status[killed] == int(Status.UNKNOWN)
+    others = np.setdiff1d(asked, [killed])
+    certified = st_milp[others] == int(Status.CERTIFIED_MILP)
+    assert np.array_equal(status[others] == int(Status.CERTIFIED_ABCROWN), certified)
+    assert np.array_equal(status[others] == int(Status.FALSIFIED), st_milp[others] == int(Status.FALSIFIED))
+    monkeypatch.setenv("ABCROWN_LIKE_MODE", "crash")
+    counts, status, _, _ = _run(model, data, ("abCROWN",), tmp_path, "crash")
+    assert _starts(abcrown_like) == 2 + 2 and counts["unknown"] == len(asked)
+
+
 def test_budgets_are_per_sample_and_spent_ones_are_timeouts(abcrown_like, monkeypatch, tmp_path):
     """A sample with less than a second left is a timeout without a start; the verifier gets the rest."""
     model = tiny_model(7)

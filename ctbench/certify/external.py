@@ -12,7 +12,8 @@ abCROWN    alpha-beta-CROWN (Wang et al. 2021; the verifier the original CTBench
            from its per-row results pickle, counterexamples kept per row by our ``adv_saver`` plugin
            (``abcrown_adv_saver.py``; its stock saver overwrites one file). Its run is confined
            (``process.py``): own process group, killed with ours on any exit, the whole batch
-           stopped at the sum of the budgets + ``ABCROWN_GRACE_S``.
+           stopped at the sum of the budgets + ``ABCROWN_GRACE_S``. A process that dies on a row
+           (killed for memory, say) leaves that row undecided and a new one takes the rows after it.
            Its ONNX → PyTorch conversion check only *prints* "Model might not be converted correctly"
            and goes on to verify the wrong model: that line (or "Not able to check model's conversion
            correctness") stops the run and fails the certification with an error — never a
@@ -215,7 +216,34 @@ def _row_answer(row: list, cex: Path, n: int) -> ExternalAnswer:
 
 
 def _run_abcrown(onnx, queries, input_shape, workdir: Path, settings, device: str) -> list[ExternalAnswer]:
-    """All queries ``[(vnnlib, budget_s)]`` in one alpha-beta-CROWN process (its CSV batch mode)."""
+    """All queries ``[(vnnlib, budget_s)]`` in alpha-beta-CROWN's CSV batch mode: one process, unless it
+    dies on a row (e.g. killed for memory in BaB on a CNN7): that row is an error (undecided) and a new
+    process takes the rows after it, so one sample cannot cost the others their verdicts. Two processes in
+    a row that finish nothing end the batch (a crash that is not about a row: every row left is an error)."""
+    answers: list[ExternalAnswer] = []
+    idle = 0
+    while len(answers) < len(queries):
+        done, run, why = _abcrown_process(onnx, queries[len(answers):], input_shape, workdir, settings, device)
+        answers += done
+        idle = 0 if done else idle + 1
+        left = len(queries) - len(answers)
+        if not left:
+            break
+        if run.reason == "timeout":  # the whole batch's time is spent: every row left is a timeout
+            answers += [ExternalAnswer("timeout", detail=why) for _ in range(left)]
+        elif idle >= 2 or left == 1:
+            answers += [ExternalAnswer("error", detail=why) for _ in range(left)]
+        else:
+            answers.append(ExternalAnswer("error", detail=why))  # the row it died on
+            if len(answers) < len(queries):
+                logger.warning("alpha-beta-CROWN died on row %d of %d (%s); a new process takes the %d after it",
+                               len(answers), len(queries), why, len(queries) - len(answers))
+    return answers
+
+
+def _abcrown_process(onnx, queries, input_shape, workdir: Path, settings, device: str):
+    """One alpha-beta-CROWN process over ``queries``: (answers of the rows it finished, its run, why it
+    stopped short — or "" when it finished them all)."""
     script = locate_abcrown()
     if script is None:
         raise CTBenchError("alpha-beta-CROWN not found (set CTBENCH_ABCROWN to its abcrown.py)")
@@ -248,17 +276,17 @@ def _run_abcrown(onnx, queries, input_shape, workdir: Path, settings, device: st
     rows = _read_results(results)
     n = int(np.prod(input_shape))
     answers = [_row_answer(row, _row_cex(cex, k), n) for k, row in enumerate(rows[: len(queries)])]
+    why = ""
     if len(answers) < len(queries):
         if run.reason == "timeout":
-            why, verdict = "the batch exceeded the sum of its budgets and was killed", "timeout"
+            why = "the batch exceeded the sum of its budgets and was killed"
         else:
             tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
             logger.warning("alpha-beta-CROWN finished %d of %d rows (exit %s); log tail:\n%s",
                            len(answers), len(queries), run.returncode, tail)  # fmt: skip
-            why, verdict = f"exit {run.returncode} before this row", "error"
-        answers += [ExternalAnswer(verdict, detail=why) for _ in range(len(queries) - len(answers))]
-    logger.info("alpha-beta-CROWN: %d samples in one process, %.1f s", len(queries), run.seconds)
-    return answers
+            why = f"alpha-beta-CROWN exited ({run.returncode}) on this row or before it"
+    logger.info("alpha-beta-CROWN: %d of %d samples in one process, %.1f s", len(answers), len(queries), run.seconds)
+    return answers, run, why
 
 
 def _row_cex(cex: Path, k: int) -> Path:

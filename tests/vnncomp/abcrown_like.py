@@ -14,8 +14,9 @@ conversion check prints alpha-beta-CROWN's warning line. The verification itself
 ``ABCROWN_LIKE_MODE`` (environment) makes it misbehave on purpose: ``lie_sat`` answers unsafe with a
 point that is no counterexample; ``crash`` exits 1 writing nothing; ``hang`` sleeps past every budget;
 ``bad_conversion`` prints the conversion warning and answers ``safe`` for every row; ``spawn`` starts a
-helper process, writes both pids to ``$ABCROWN_LIKE_PIDS`` and sleeps. ``ABCROWN_LIKE_STARTS``: a file
-that gets one line per start.
+helper process, writes both pids to ``$ABCROWN_LIKE_PIDS`` and sleeps; ``crash_on`` SIGKILLs itself on
+the row whose VNNLIB file name contains ``$ABCROWN_LIKE_CRASH_ON`` (as the OOM killer did to the real one
+on a CNN7). ``ABCROWN_LIKE_STARTS``: a file that gets one line per start.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import importlib.util
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -81,6 +83,8 @@ def main() -> int:
         t0 = time.perf_counter()
         onnx, vnnlib = (os.path.join(g["root_path"], p) for p in (onnx, vnnlib))
         assert os.path.isfile(onnx) and os.path.isfile(vnnlib)
+        if mode == "crash_on" and os.environ["ABCROWN_LIKE_CRASH_ON"] in os.path.basename(vnnlib):
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer does
         if mode == "bad_conversion":
             print("Model might not be converted correctly. Please check onnx conversion carefully.", flush=True)
             print("Max error: tensor(1.1380)", flush=True)
