@@ -6,6 +6,23 @@ import logging
 import sys
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is emitted, not the one it was set up
+    with: a caller that swaps stderr (pytest's capture, a notebook) and closes the old one later does not
+    turn every later log line into a "Logging error" traceback."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # set by StreamHandler.__init__; the property always reads sys.stderr
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the root logger once: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -13,7 +30,7 @@ def setup_logging(verbosity: int = 0) -> None:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        handlers=[StderrHandler()],
         force=True,
     )
 

@@ -103,3 +103,24 @@ def test_heartbeat_reports_during_a_slow_batch_stage_and_stops_with_the_run(tmp_
     n = len(caplog.records)
     time.sleep(0.4)
     assert len(caplog.records) == n  # the heartbeat ended with the run
+
+
+def test_cli_log_lines_follow_sys_stderr(monkeypatch):
+    """The CLI's handler writes to the stderr of the moment: a stream swapped in and closed later (pytest's
+    capture between tests) gives no "Logging error" traceback on the next line, and lines reach the new one."""
+    import io
+    import logging
+
+    from ctbench.logs import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    try:
+        setup_logging(0)
+        logging.getLogger("ctbench.test").info("to the first")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("ctbench.test").info("to the second")
+        assert "to the second" in second.getvalue() and "Logging error" not in second.getvalue()
+    finally:
+        logging.basicConfig(force=True, handlers=[logging.NullHandler()])
