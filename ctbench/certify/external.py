@@ -32,7 +32,6 @@ reader can filter on it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -51,6 +50,7 @@ import yaml
 from ctbench.certify import vnncomp
 from ctbench.certify.process import run_in_group
 from ctbench.errors import CTBenchError
+from ctbench.io import quiet_stdout
 from ctbench.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -304,21 +304,6 @@ def marabou_available() -> bool:
     return importlib.util.find_spec("maraboupy") is not None
 
 
-@contextlib.contextmanager
-def _quiet_stdout():
-    """Silence C++-level prints to fd 1 (Marabou reports every property it loads)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 _MARABOU_NETWORKS: dict[tuple[str, float], object] = {}
 
 
@@ -331,7 +316,7 @@ def _marabou_network(onnx: Path):
             warnings.simplefilter("ignore")  # "Tensorflow parser is unavailable"
             from maraboupy import Marabou
         _MARABOU_NETWORKS.clear()
-        with _quiet_stdout():
+        with quiet_stdout():
             _MARABOU_NETWORKS[key] = Marabou.read_onnx(str(onnx))
     return _MARABOU_NETWORKS[key]
 
@@ -341,7 +326,7 @@ def _marabou_one(net, vnnlib, timeout_s: float) -> ExternalAnswer:
 
     t0 = time.perf_counter()
     options = Marabou.createOptions(verbosity=0, timeoutInSeconds=max(1, int(timeout_s)))
-    with _quiet_stdout():
+    with quiet_stdout():
         exit_code, vals, _ = net.solve(propertyFilename=str(vnnlib), options=options, verbose=False)
     verdict = {"unsat": "unsat", "sat": "sat", "TIMEOUT": "timeout"}.get(exit_code, "unknown")
     z = None

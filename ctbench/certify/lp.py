@@ -12,11 +12,11 @@ the Lagrangian bound of the auxiliary LP ``min t s.t. G x + t ≥ h, t ∈ [0, T
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from ctbench.io import quiet_stdout
 
 INF = float("inf")
 _BANNER_DONE = False  #: HiGHS prints its banner on stdout from the first Highs() of a process
@@ -39,15 +39,8 @@ def _new_highs():
     if _BANNER_DONE:
         h = highspy.Highs()
     else:
-        sys.stdout.flush()
-        saved = os.dup(1)
-        try:
-            with open(os.devnull, "w") as null:
-                os.dup2(null.fileno(), 1)
-                h = highspy.Highs()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+        with quiet_stdout():
+            h = highspy.Highs()
         _BANNER_DONE = True
     h.setOptionValue("output_flag", False)
     return h
