@@ -128,7 +128,7 @@ def test_missing_auto_lirpa_gives_one_line_error(monkeypatch):
 def test_fixes_detected_and_idempotent():
     lirpa._ensure_imported()
     fixes = lirpa.applied_fixes()
-    assert set(fixes) <= set("abcde")
+    assert set(fixes) <= set("abcdef")
     # torch >= 2.9 registers ONNX symbolics lazily: the soundness fix (e) must be active there.
     from torch.onnx import utils as onnx_utils
 
@@ -141,6 +141,20 @@ def test_fixes_detected_and_idempotent():
     import auto_LiRPA
 
     assert not lirpa_compat.fix_named_members(auto_LiRPA.BoundedModule)
+    from auto_LiRPA.operators.activation import BoundRelu
+
+    # Fix (f) is needed exactly when torch's clamp has no gradient at its bounds (torch 2.x).
+    assert ("f" in fixes) == lirpa_compat.clamp_gradient_vanishes_at_bounds()
+    assert not lirpa_compat.fix_relu_alpha_clamp(BoundRelu)
+
+
+def test_closed_clamp_passes_the_gradient_at_its_bounds():
+    """Fix (f)'s clamp: the values of ``clamp``, gradient 1 on [lo, hi] inclusive, 0 outside."""
+    t = torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.5], requires_grad=True)
+    out = lirpa_compat._clamp_closed(t, 0.0, 1.0)
+    out.sum().backward()
+    assert torch.equal(out.detach(), t.detach().clamp(0.0, 1.0))
+    assert t.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 @needs_lirpa
@@ -303,3 +317,24 @@ def test_alpha_crown_sound_and_not_looser_than_crown():
     vals = torch.einsum("bsk,nbk->nbs", C, outputs_at(net, sample_points(lo, up, 128)))
     assert torch.all(vals >= lb_a - 1e-4) and torch.all(vals <= ub_a + 1e-4)
     assert torch.all(lb_a >= lb_c - 1e-4)
+
+
+@needs_lirpa
+def test_lirpa_alpha_crown_optimizes_the_slopes():
+    """auto_LiRPA's alpha-CROWN is tighter than its CROWN somewhere (the slopes move).
+
+    Without compatibility fix (f), torch 2's zero clamp gradient at 0 and 1 froze the slopes at
+    their initial (CROWN) values and every bound equalled CROWN's.
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                        nn.Linear(32, 4)).eval()
+    x = torch.rand(3, 1, 8)
+    lo, up = x - 0.3, x + 0.3
+    with torch.no_grad():
+        lb_c, _ = lirpa.compute_bounds_lirpa(net, lo, up, "CROWN", bound_upper=False)
+    lb_a, _ = lirpa.compute_bounds_lirpa(net, lo, up, "alpha-CROWN", iterations=20, bound_upper=False)
+    assert torch.all(lb_a >= lb_c - 1e-5)
+    assert float((lb_a - lb_c).max()) > 1e-2
+    vals = outputs_at(net, sample_points(lo, up, 256))
+    assert torch.all(vals >= lb_a - 1e-4)

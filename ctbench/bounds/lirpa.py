@@ -12,13 +12,15 @@ Installation is a separate, documented step (PyPI's only release, 0.3, pins torc
 Compatibility fixes
 -------------------
 auto_LiRPA 0.3 does not import / run correctly on current torch and numpy. :func:`_ensure_imported`
-applies five small fixes from :mod:`ctbench.bounds.lirpa_compat` lazily on first use (never at
+applies six small fixes from :mod:`ctbench.bounds.lirpa_compat` lazily on first use (never at
 ``import ctbench.bounds``), each only when its problem is detected, each idempotent: (a) numpy>=2's
 missing ``numpy.lib.arraysetops``; (b) torch's removed ``symbolic_helper._set_opset_version``;
 (c) ``torch._C.Node`` no longer subscriptable; (d) ``BoundedModule._named_members`` without torch 2's
 ``remove_duplicate``; (e) SOUNDNESS: ONNX symbolic functions registered lazily on torch>=2.9, without
 which auto_LiRPA lowers ops with old-opset rules (unsound CROWN for ``pow``; loss fusion fails) — the
-registration is triggered before every ``BoundedModule`` is built.
+registration is triggered before every ``BoundedModule`` is built; (f) torch's ``clamp`` gradient,
+zero at the clamp bounds, which froze alpha-CROWN's slopes at their initial 0/1 values (its bound
+was CROWN's).
 
 On first bound computation a self-check (:func:`self_check`) verifies that IBP and CROWN bounds of a
 tiny Conv-BN-ReLU-Linear net contain sampled points; if not, :class:`CTBenchError` says auto_LiRPA is
@@ -88,7 +90,7 @@ def _is_missing(exc: ImportError) -> bool:
 
 
 def _ensure_imported():
-    """Apply fixes a-e where detected, import auto_LiRPA once and return the module.
+    """Apply fixes a-f where detected, import auto_LiRPA once and return the module.
 
     Raises :class:`CTBenchError` (one line, with the install command) when auto_LiRPA is missing.
     """
@@ -114,6 +116,10 @@ def _ensure_imported():
             fixes.append("d")
         if compat.trigger_symbolic_registration():
             fixes.append("e")
+        from auto_LiRPA.operators.activation import BoundRelu
+
+        if compat.fix_relu_alpha_clamp(BoundRelu):
+            fixes.append("f")
     except ImportError as exc:
         if _is_missing(exc):
             _state["error"] = UNAVAILABLE_MESSAGE
@@ -129,7 +135,7 @@ def _ensure_imported():
 
 
 def applied_fixes() -> tuple[str, ...]:
-    """The letters (a-e) of the compatibility fixes applied at import (empty before first use)."""
+    """The letters (a-f) of the compatibility fixes applied at import (empty before first use)."""
     return _state["fixes"]
 
 

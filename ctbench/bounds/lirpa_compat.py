@@ -19,6 +19,12 @@ e. SOUNDNESS. On torch>=2.9 the ONNX symbolic functions of opsets 7-20 are regis
    opset) rules: loss fusion fails ("onnx::OneHot") and for ``pow`` CROWN silently returns an unsound
    bound → call ``torch.onnx.utils._trigger_symbolic_function_registration()`` before every
    ``BoundedModule`` is built.
+f. Current torch gives ``clamp`` a zero gradient at the clamp bounds (torch 1.x passed it through).
+   auto_LiRPA 0.3 starts alpha-CROWN's slopes at the adaptive CROWN values, exactly 0 or 1, and clamps
+   them to [0, 1] in ``BoundRelu._relu_mask_alpha``: every alpha gradient is then zero and
+   "alpha-CROWN" silently returns the CROWN bound (measured on torch 2.14: identical to CROWN on a
+   2-layer MLP and on a trained ``cnn_small``) → replace that static method by the same masking with a
+   clamp whose gradient is 1 on the closed interval [0, 1].
 """
 
 from __future__ import annotations
@@ -108,4 +114,45 @@ def trigger_symbolic_registration() -> bool:
     if trigger is None:
         return False
     trigger()
+    return True
+
+
+def clamp_gradient_vanishes_at_bounds() -> bool:
+    """True when ``torch.clamp`` has a zero gradient at its bounds (the problem of fix f)."""
+    a = torch.zeros(1, requires_grad=True)
+    with torch.enable_grad():
+        a.clamp(0.0, 1.0).sum().backward()
+    return float(a.grad) == 0.0
+
+
+def _clamp_closed(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``t.clamp(lo, hi)`` with gradient 1 on the closed interval [lo, hi] (torch 1.x's clamp)."""
+    return torch.where((t >= lo) & (t <= hi), t, t.clamp(lo, hi))
+
+
+def fix_relu_alpha_clamp(bound_relu_cls: type) -> bool:
+    """Fix (f): let alpha-CROWN's ReLU slopes move away from their initial 0/1 values.
+
+    Replaces ``BoundRelu._relu_mask_alpha`` (auto_LiRPA 0.3: clamp the slopes to [0, 1], zero them on
+    inactive and set them to 1 on active neurons) by the same computation with :func:`_clamp_closed`.
+    Any slope in [0, 1] gives a sound lower relaxation, so only the optimisation changes.
+    """
+    original = bound_relu_cls.__dict__.get("_relu_mask_alpha")
+    if original is None or getattr(original.__func__, "_ctbench_fixed", False):
+        return False
+    if not clamp_gradient_vanishes_at_bounds():
+        return False
+
+    def _relu_mask_alpha(lower, upper, lb_lower_d, ub_lower_d):
+        lower_mask = (lower >= 0).to(lower.dtype)
+        upper_mask = upper <= 0
+        no_mask = (1.0 - lower_mask) * (1.0 - upper_mask.to(upper.dtype))
+        if lb_lower_d is not None:
+            lb_lower_d = _clamp_closed(lb_lower_d, 0.0, 1.0) * no_mask + lower_mask
+        if ub_lower_d is not None:
+            ub_lower_d = _clamp_closed(ub_lower_d, 0.0, 1.0) * no_mask + lower_mask
+        return lb_lower_d, ub_lower_d, upper_mask.all()
+
+    _relu_mask_alpha._ctbench_fixed = True
+    bound_relu_cls._relu_mask_alpha = staticmethod(_relu_mask_alpha)
     return True
