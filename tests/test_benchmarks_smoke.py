@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -9,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_lirpa = pytest.mark.skipif(importlib.util.find_spec("auto_LiRPA") is None, reason="auto_LiRPA not installed")
 ROWS = {
     "standard",
     "ctbench IBP",
@@ -302,3 +305,68 @@ def test_bounds_full_crown_reports_a_row_out_of_memory(monkeypatch):
     monkeypatch.setattr(bench.lirpa, "compute_bounds_lirpa", other_error)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         bench.run_full_crown(args)
+
+
+def _audit(cell, *extra):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit_cell.py"), str(cell), "--json", "--threads", "1", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None), proc.stderr
+
+
+def _set_status(src, dst, index: int, status: int):
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        row = int(np.flatnonzero(f["sample_index"][:] == index)[0])
+        f["status"][row] = status
+
+
+@needs_lirpa
+def test_audit_cell_confirms_certificates_and_catches_wrong_ones(tmp_path):
+    """benchmarks/audit_cell.py on a small IBP-trained cell: auto_LiRPA confirms the real cascade's certificates
+    (no conflict). Each wrong certify.h5 gives exit 1 and names its sample: a certificate on a misclassified
+    input, a certificate on a sample the falsifier broke (the MILP reference finds the counterexample), and
+    a 'falsified' on a sample auto_LiRPA certifies."""
+    from ctbench.certify import certify_file
+    from ctbench.certify.hdf5 import read_h5
+    from ctbench.certify.status import Status
+    from ctbench.training import train_ibp_model
+
+    cell, bad = tmp_path / "cell", tmp_path / "bad"
+    model = train_ibp_model(cell, train_samples=3000, epochs=3, eps=0.05)
+    certify_file(model, cell / "certify.h5", eps=0.05, n=40, stages=("IBP", "CROWN-IBP", "CROWN", "PGD"),
+                 device="cpu")
+    rc, clean, err = _audit(cell)
+    assert rc == 0, err[-2000:]
+    assert clean["conflicts"] == [] and clean["clean_mismatch"] == [] and clean["samples"] == 40
+    assert sum(r["certified"] for r in clean["by_stage"].values()) == clean["certified"] > 0
+    assert len(clean["confirmed_by"]) + len(clean["unconfirmed"]) == clean["certified"]
+
+    data, _ = read_h5(cell / "certify.h5")
+    first = {v: int(data["sample_index"][data["status"] == int(v)][0]) for v in (Status.INCORRECT, Status.FALSIFIED)}
+    confirmed = int(next(i for i, c in clean["confirmed_by"].items() if c == "auto_LiRPA CROWN"))
+    bad.mkdir()
+    (bad / "model.pt").write_bytes(model.read_bytes())
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import audit_cell
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for index, status, reference in (
+        (first[Status.INCORRECT], Status.CERTIFIED_IBP, None),
+        (first[Status.FALSIFIED], Status.CERTIFIED_IBP, "MILP"),
+        (confirmed, Status.FALSIFIED, None),
+    ):
+        _set_status(cell / "certify.h5", bad / "certify.h5", index, int(status))
+        res = audit_cell.audit(bad, None, reference, timeout=30, batch=50, iterations=50)
+        assert res["conflicts"] == [index], (index, status)
+
+
+def test_audit_cell_bad_input_one_line(tmp_path):
+    rc, res, err = _audit(tmp_path)
+    assert rc == 2 and res is None and err.strip().count("\n") == 0 and "model.pt not found" in err
