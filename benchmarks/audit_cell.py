@@ -4,9 +4,10 @@ A cell's ``certify.h5`` says, per test sample, which stage of ctbench's cascade 
 script re-decides the same samples of the same ``model.pt`` with implementations that share no bound code with
 ctbench, so a wrong "certified" shows up as a conflict:
 
-1. **auto_LiRPA CROWN** (Zhang et al. 2018; ``ctbench.bounds.lirpa``, the reference backend) on every correctly
-   classified sample: a sample it certifies is confirmed; a sample ctbench *falsified* (a checked
-   counterexample) that it certifies is a conflict — one of the two is unsound.
+1. **auto_LiRPA IBP and CROWN** (Gowal et al. 2018, Zhang et al. 2018; ``ctbench.bounds.lirpa``, the
+   reference backend) on every correctly classified sample: a sample either certifies is confirmed; a
+   sample ctbench *falsified* (a checked counterexample) that either certifies is a conflict — one of the two
+   is unsound.
 2. **auto_LiRPA alpha-CROWN** (Xu et al. 2021; intermediate slopes optimised too, so at least as tight as
    ctbench's alpha-CROWN, whose intermediate bounds are CROWN's) on the certified samples CROWN left open.
 3. ``--reference`` (``abCROWN``: alpha-beta-CROWN; ``MILP``: exact on small networks), a complete verifier run
@@ -112,16 +113,19 @@ def audit(cell: Path, data_root, reference: str | None, timeout: float, batch: i
     clean_mismatch = [int(i) for i in idx[correct != (status != int(Status.INCORRECT))]]
     t0 = time.perf_counter()
 
-    crown = np.full(len(idx), np.nan)
+    ibp, crown = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+    ibp[correct] = lirpa_margins(model, ds, idx[correct], eps, spec.num_classes, "IBP", batch, iterations)
     crown[correct] = lirpa_margins(model, ds, idx[correct], eps, spec.num_classes, "CROWN", batch, iterations)
     by = np.full(len(idx), "", dtype=object)
     by[certified & (crown > 0)] = "auto_LiRPA CROWN"
+    by[certified & (ibp > 0)] = "auto_LiRPA IBP"
+    sound_lb = np.fmax(ibp, crown)
     open_ = certified & (by == "")
     if open_.any():
         alpha = lirpa_margins(model, ds, idx[open_], eps, spec.num_classes, "alpha-CROWN", batch, iterations)
         by[np.flatnonzero(open_)[alpha > 0]] = "auto_LiRPA alpha-CROWN"
     # a certificate on a misclassified clean input, or a checked counterexample inside a ball auto_LiRPA certifies
-    conflicts = [int(i) for i in idx[(certified & ~correct) | ((status == int(Status.FALSIFIED)) & (crown > 0))]]
+    conflicts = [int(i) for i in idx[(certified & ~correct) | ((status == int(Status.FALSIFIED)) & (sound_lb > 0))]]
     open_ = certified & (by == "")
     if reference and open_.any():
         ref = reference_status(model, ds, idx[open_], eps, reference, timeout, spec.num_classes)
@@ -132,15 +136,15 @@ def audit(cell: Path, data_root, reference: str | None, timeout: float, batch: i
         mine = status == value
         rows[Status(value).label] = {"certified": int(mine.sum())} | {
             check: int((mine & (by == check)).sum())
-            for check in ("auto_LiRPA CROWN", "auto_LiRPA alpha-CROWN", reference) if check}
+            for check in ("auto_LiRPA IBP", "auto_LiRPA CROWN", "auto_LiRPA alpha-CROWN", reference) if check}
         rows[Status(value).label]["unconfirmed"] = int((mine & (by == "")).sum())
     return {
         "cell": str(cell), "eps": attrs.get("eps"), "samples": len(idx), "certified": int(certified.sum()),
         "by_stage": rows,
         "confirmed_by": {int(i): str(c) for i, c in zip(idx[certified], by[certified], strict=True) if c},
         "unconfirmed": [int(i) for i in idx[certified & (by == "")]],
-        "looser_than_auto_lirpa_crown": int((~certified & correct & (status != int(Status.FALSIFIED))
-                                             & (crown > 0)).sum()),
+        "looser_than_auto_lirpa": int((~certified & correct & (status != int(Status.FALSIFIED))
+                                       & (sound_lb > 0)).sum()),
         "conflicts": sorted(set(conflicts)), "clean_mismatch": clean_mismatch, "reference": reference,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
@@ -149,14 +153,14 @@ def audit(cell: Path, data_root, reference: str | None, timeout: float, batch: i
 def report(res: dict) -> None:
     print(f"{res['cell']} | eps {res['eps']} | {res['samples']} samples, {res['certified']} certified | "
           f"{res['wall_s']} s")
-    checks = [c for c in ("auto_LiRPA CROWN", "auto_LiRPA alpha-CROWN", res["reference"]) if c]
+    checks = [c for c in ("auto_LiRPA IBP", "auto_LiRPA CROWN", "auto_LiRPA alpha-CROWN", res["reference"]) if c]
     head = " | ".join(f"confirmed by {c}" for c in checks)
     print(f"| certified by (ctbench) | samples | {head} | unconfirmed |")
     print("|---|---:|" + "---:|" * (len(checks) + 1))
     for stage, row in res["by_stage"].items():
         print(f"| {stage} | {row['certified']} | " + " | ".join(str(row[c]) for c in checks)
               + f" | {row['unconfirmed']} |")
-    print(f"undecided by ctbench but certified by auto_LiRPA CROWN: {res['looser_than_auto_lirpa_crown']}")
+    print(f"undecided by ctbench but certified by auto_LiRPA IBP or CROWN: {res['looser_than_auto_lirpa']}")
     print(f"unconfirmed samples: {res['unconfirmed'] or 'none'}")
     print(f"conflicts (certified by one, falsified by the other): {res['conflicts'] or 'none'}")
     print(f"samples whose clean verdict differs from the file's: {res['clean_mismatch'] or 'none'}")

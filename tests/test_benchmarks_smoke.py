@@ -349,7 +349,7 @@ def test_audit_cell_confirms_certificates_and_catches_wrong_ones(tmp_path):
 
     data, _ = read_h5(cell / "certify.h5")
     first = {v: int(data["sample_index"][data["status"] == int(v)][0]) for v in (Status.INCORRECT, Status.FALSIFIED)}
-    confirmed = int(next(i for i, c in clean["confirmed_by"].items() if c == "auto_LiRPA CROWN"))
+    confirmed = int(next(i for i, c in clean["confirmed_by"].items() if c in ("auto_LiRPA IBP", "auto_LiRPA CROWN")))
     bad.mkdir()
     (bad / "model.pt").write_bytes(model.read_bytes())
     sys.path.insert(0, str(ROOT / "benchmarks"))
