@@ -95,6 +95,8 @@ def audit(cell: Path, data_root, reference: str | None, timeout: float, batch: i
     from ctbench.certify.status import CERTIFIED_VALUES, Status
     from ctbench.io import sha256_file
 
+    if batch < 1 or iterations < 0 or not timeout > 0:
+        raise CTBenchError("--batch must be >= 1, --alpha-iterations >= 0 and --timeout > 0")
     model_path, cert_path = cell / "model.pt", cell / "certify.h5"
     for p in (model_path, cert_path):
         if not p.is_file():
@@ -107,11 +109,11 @@ def audit(cell: Path, data_root, reference: str | None, timeout: float, batch: i
     model, _, ds, spec = load_for_certification(model_path, attrs.get("dataset"), attrs.get("split", "test"),
                                                 data_root)
     model.eval()
+    t0 = time.perf_counter()
     eps, idx, status = float(attrs["eps_float"]), data["sample_index"], data["status"]
     certified = np.isin(status, CERTIFIED_VALUES)
     correct = clean_correct(model, ds, idx, batch)  # recomputed: the file's INCORRECT is not trusted either
     clean_mismatch = [int(i) for i in idx[correct != (status != int(Status.INCORRECT))]]
-    t0 = time.perf_counter()
 
     ibp, crown = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
     ibp[correct] = lirpa_margins(model, ds, idx[correct], eps, spec.num_classes, "IBP", batch, iterations)

@@ -370,3 +370,5 @@ def test_audit_cell_confirms_certificates_and_catches_wrong_ones(tmp_path):
 def test_audit_cell_bad_input_one_line(tmp_path):
     rc, res, err = _audit(tmp_path)
     assert rc == 2 and res is None and err.strip().count("\n") == 0 and "model.pt not found" in err
+    rc, res, err = _audit(tmp_path, "--batch", "0")
+    assert rc == 2 and res is None and err.strip().count("\n") == 0 and "--batch must be >= 1" in err
