@@ -146,6 +146,10 @@ def test_fixes_detected_and_idempotent():
     # Fix (f) is needed exactly when torch's clamp has no gradient at its bounds (torch 2.x).
     assert ("f" in fixes) == lirpa_compat.clamp_gradient_vanishes_at_bounds()
     assert not lirpa_compat.fix_relu_alpha_clamp(BoundRelu)
+    # The patches outlive a reset (CI imports auto_LiRPA in earlier files): still listed after one.
+    lirpa._reset_for_tests()
+    lirpa._ensure_imported()
+    assert lirpa.applied_fixes() == fixes
 
 
 def test_closed_clamp_passes_the_gradient_at_its_bounds():

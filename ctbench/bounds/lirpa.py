@@ -79,6 +79,8 @@ UNAVAILABLE_MESSAGE = f"auto_LiRPA backend unavailable: install it with `{INSTAL
 METHODS = {"IBP": "IBP", "CROWN-IBP": "CROWN-IBP", "CROWN": "CROWN", "alpha-CROWN": "alpha-CROWN"}
 
 _state: dict = {"module": None, "error": None, "fixes": (), "self_check": None}
+# Letters of the fixes ever applied in this process: the patches outlive _reset_for_tests().
+_patched: set[str] = set()
 # model -> {(shape, dtype, device, fusion): (BoundedModule, tensor signature)}; weak so models can be freed.
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -128,14 +130,18 @@ def _ensure_imported():
                            f"even with ctbench's fixes: {exc}; use backend='native'")
         raise CTBenchError(_state["error"]) from exc
     logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
-    _state.update(module=lirpa, error=None, fixes=tuple(fixes))
+    _patched.update(fixes)
+    _state.update(module=lirpa, error=None, fixes=tuple(sorted(_patched)))
     logger.info("auto_LiRPA %s imported; compatibility fixes applied: %s",
                 getattr(lirpa, "__version__", "?"), ",".join(fixes) or "none")
     return lirpa
 
 
 def applied_fixes() -> tuple[str, ...]:
-    """The letters (a-f) of the compatibility fixes applied at import (empty before first use)."""
+    """The letters (a-f) of the compatibility fixes in effect (empty before first use).
+
+    A fix patches auto_LiRPA for the whole process, so one applied by an earlier import stays listed.
+    """
     return _state["fixes"]
 
 
