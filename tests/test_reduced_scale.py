@@ -63,3 +63,17 @@ def test_keep_copies_small_files_only_and_rows_read_them(tmp_path):
 def test_rows_of_a_missing_folder_is_one_line(tmp_path, capsys):
     assert rs.main(["rows", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_the_kept_runs_are_the_readme_tables():
+    """Every kept run under benchmarks/runs/ (issue 26): its rows, re-read from the kept files, stand verbatim in
+    benchmarks/README.md, and no certified sample was broken by the attack (cert ∧ attacked = 0)."""
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    runs = sorted(p for p in (ROOT / "benchmarks" / "runs").iterdir() if p.is_dir())
+    assert runs, "no kept run under benchmarks/runs/"
+    for run in runs:
+        data_rows = rs.rows(run).splitlines()[2:]
+        assert data_rows, f"{run.name}: no finished cell kept"
+        for line in data_rows:
+            assert line in readme, f"{run.name}: row not in benchmarks/README.md: {line}"
+            assert [c.strip() for c in line.strip("|").split("|")][8] == "0", f"{run.name}: {line}"
