@@ -228,7 +228,8 @@ def test_grid_cli_checks_and_lists(tmp_path, capsys, monkeypatch):
 
 def test_mnist_small_is_the_papers_mnist_schedule_with_cnn_small():
     """config/mnist_small.yaml: all nine methods at MNIST 0.1 and 0.3 on real MNIST, the paper's schedule and
-    Tables 6-7 values unchanged (only the architecture differs), each cell passing the schedule checks."""
+    Tables 6-7 values unchanged (only the architecture differs) but for TAPS's classifier_size at 0.1: Table 6's 3
+    is CNN7's last three of six ReLU layers, every ReLU layer of cnn_small (which TAPS warns about)."""
     from ctbench.config import resolve
 
     g = grid("mnist_small")
@@ -240,14 +241,17 @@ def test_mnist_small_is_the_papers_mnist_schedule_with_cnn_small():
         cfg = g.train_config(c)
         paper = resolve(c.setting, c.method, seed=c.seed)
         assert cfg["epochs"] == 70 and cfg["lr_milestones"] == [50, 60] and cfg["eps_end_epoch"] == 20
-        assert {k: v for k, v in cfg.items() if k not in ("model", "dataset", "variant")} == {
-            k: v for k, v in paper.items() if k not in ("model", "dataset", "variant")}
+        ignored = {"model", "dataset", "variant"}
+        if (c.eps, c.method) == ("0.1", "taps"):
+            assert (cfg["classifier_size"], paper["classifier_size"]) == (1, 3)
+            ignored.add("classifier_size")
+        assert {k: v for k, v in cfg.items() if k not in ignored} == {
+            k: v for k, v in paper.items() if k not in ignored}
 
 
 def test_mnist_small_quarter_is_mnist_small_on_a_quarter_schedule():
     """config/mnist_small_quarter.yaml (the CPU run recorded in benchmarks/README.md): the cells of
-    config/mnist_small.yaml it keeps, with every schedule scaled by 0.25 together and nothing else changed
-    but TAPS's classifier_size at 0.1 (3 = every ReLU layer of cnn_small; the config's header)."""
+    config/mnist_small.yaml it keeps, with every schedule scaled by 0.25 together and nothing else changed."""
     g, full = grid("mnist_small_quarter"), grid("mnist_small")
     cells = g.table1_cells()
     certified = ("ibp", "crown_ibp", "sabr", "taps", "staps", "mtl_ibp")
@@ -260,8 +264,4 @@ def test_mnist_small_quarter_is_mnist_small_on_a_quarter_schedule():
         assert (cfg["epochs"], cfg["eps_end_epoch"], cfg["lr_milestones"]) == (18, 5, [12, 15])
         assert cfg["schedule_scale"] == 0.25 and ref["schedule_scale"] is None
         changed = {k for k in cfg if cfg[k] != ref[k]}
-        allowed = {"epochs", "eps_end_epoch", "lr_milestones", "swa_start", "schedule_scale"}
-        if (c.eps, c.method) == ("0.1", "taps"):
-            assert (cfg["classifier_size"], ref["classifier_size"]) == (1, 3)
-            allowed.add("classifier_size")
-        assert changed <= allowed, changed
+        assert changed <= {"epochs", "eps_end_epoch", "lr_milestones", "swa_start", "schedule_scale"}, changed
