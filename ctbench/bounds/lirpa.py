@@ -78,7 +78,7 @@ UNAVAILABLE_MESSAGE = f"auto_LiRPA backend unavailable: install it with `{INSTAL
 #: ctbench bound-method names → auto_LiRPA ``compute_bounds(method=...)`` names.
 METHODS = {"IBP": "IBP", "CROWN-IBP": "CROWN-IBP", "CROWN": "CROWN", "alpha-CROWN": "alpha-CROWN"}
 
-_state: dict = {"module": None, "error": None, "fixes": (), "self_check": None}
+_state: dict = {"module": None, "error": None, "self_check": None}
 # Letters of the fixes ever applied in this process: the patches outlive _reset_for_tests().
 _patched: set[str] = set()
 # model -> {(shape, dtype, device, fusion): (BoundedModule, tensor signature)}; weak so models can be freed.
@@ -131,7 +131,7 @@ def _ensure_imported():
         raise CTBenchError(_state["error"]) from exc
     logging.getLogger("auto_LiRPA").setLevel(logging.WARNING)
     _patched.update(fixes)
-    _state.update(module=lirpa, error=None, fixes=tuple(sorted(_patched)))
+    _state.update(module=lirpa, error=None)
     logger.info("auto_LiRPA %s imported; compatibility fixes applied: %s",
                 getattr(lirpa, "__version__", "?"), ",".join(fixes) or "none")
     return lirpa
@@ -142,7 +142,7 @@ def applied_fixes() -> tuple[str, ...]:
 
     A fix patches auto_LiRPA for the whole process, so one applied by an earlier import stays listed.
     """
-    return _state["fixes"]
+    return tuple(sorted(_patched)) if _state["module"] is not None else ()
 
 
 def lirpa_available() -> bool:
@@ -161,7 +161,7 @@ def lirpa_unavailable_reason() -> str | None:
 
 def _reset_for_tests() -> None:
     """Forget the imported module, the self-check result and all cached BoundedModules."""
-    _state.update(module=None, error=None, fixes=(), self_check=None)
+    _state.update(module=None, error=None, self_check=None)
     _cache.clear()
 
 
